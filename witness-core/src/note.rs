@@ -490,31 +490,40 @@ impl VerifierKey {
 
     /// Verifies one signature over a note text. Returns the cosignature timestamp
     /// for timestamped types.
-    pub fn verify(&self, text: &str, signature: &[u8]) -> std::result::Result<Option<u64>, ()> {
+    pub fn verify(&self, text: &str, signature: &[u8]) -> Result<Option<u64>> {
+        self.check_signature(text, signature)
+            .ok_or_else(|| Error::InvalidSignature {
+                key_name: self.name.clone(),
+                key_id: self.key_id,
+            })
+    }
+
+    /// `Some(timestamp)` when the signature verifies, `None` otherwise.
+    fn check_signature(&self, text: &str, signature: &[u8]) -> Option<Option<u64>> {
         match &self.key {
             PublicKey::Ed25519(key) => {
-                let signature = ed25519_dalek::Signature::from_slice(signature).map_err(|_| ())?;
-                key.verify(text.as_bytes(), &signature).map_err(|_| ())?;
-                Ok(None)
+                let signature = ed25519_dalek::Signature::from_slice(signature).ok()?;
+                key.verify(text.as_bytes(), &signature).ok()?;
+                Some(None)
             }
             PublicKey::EcdsaP256 { key, .. } => {
                 use p256::ecdsa::signature::Verifier as _;
-                let signature = p256::ecdsa::DerSignature::try_from(signature).map_err(|_| ())?;
-                key.verify(text.as_bytes(), &signature).map_err(|_| ())?;
-                Ok(None)
+                let signature = p256::ecdsa::DerSignature::try_from(signature).ok()?;
+                key.verify(text.as_bytes(), &signature).ok()?;
+                Some(None)
             }
             PublicKey::CosignatureV1(key) => {
                 let (timestamp, signature) = split_timestamp(signature, 64)?;
-                let signature = ed25519_dalek::Signature::from_slice(signature).map_err(|_| ())?;
+                let signature = ed25519_dalek::Signature::from_slice(signature).ok()?;
                 let message = cosignature_v1_message(timestamp, text);
-                key.verify(&message, &signature).map_err(|_| ())?;
-                Ok(Some(timestamp))
+                key.verify(&message, &signature).ok()?;
+                Some(Some(timestamp))
             }
             PublicKey::MlDsa44Subtree { key, .. } => {
                 let (timestamp, signature) = split_timestamp(signature, ML_DSA_44_SIGNATURE_SIZE)?;
                 // The ML-DSA message commits to the checkpoint's first three lines,
                 // so the text must be a checkpoint.
-                let checkpoint = parse_checkpoint_text(text).map_err(|_| ())?;
+                let checkpoint = parse_checkpoint_text(text).ok()?;
                 let message = subtree_v1_message(
                     &self.name,
                     timestamp,
@@ -523,13 +532,10 @@ impl VerifierKey {
                     checkpoint.size(),
                     checkpoint.root_hash(),
                 )
-                .map_err(|_| ())?;
-                let signature =
-                    ml_dsa::Signature::<MlDsa44>::try_from(signature).map_err(|_| ())?;
-                if !key.verify_with_context(&message, &[], &signature) {
-                    return Err(());
-                }
-                Ok(Some(timestamp))
+                .ok()?;
+                let signature = ml_dsa::Signature::<MlDsa44>::try_from(signature).ok()?;
+                key.verify_with_context(&message, &[], &signature)
+                    .then_some(Some(timestamp))
             }
         }
     }
@@ -537,16 +543,13 @@ impl VerifierKey {
 
 /// Splits a `timestamped_signature`: a big-endian u64 timestamp (at most 2^63 - 1)
 /// followed by a signature of exactly `signature_len` bytes.
-fn split_timestamp(blob: &[u8], signature_len: usize) -> std::result::Result<(u64, &[u8]), ()> {
+fn split_timestamp(blob: &[u8], signature_len: usize) -> Option<(u64, &[u8])> {
     if blob.len() != 8 + signature_len {
-        return Err(());
+        return None;
     }
     let (time, signature) = blob.split_at(8);
-    let timestamp = u64::from_be_bytes(time.try_into().map_err(|_| ())?);
-    if timestamp > i64::MAX as u64 {
-        return Err(());
-    }
-    Ok((timestamp, signature))
+    let timestamp = u64::from_be_bytes(time.try_into().ok()?);
+    (timestamp <= i64::MAX as u64).then_some((timestamp, signature))
 }
 
 /// A signature that verified with a trusted key.
@@ -594,12 +597,7 @@ pub fn verify_note(note: Note, trusted: &[VerifierKey]) -> Result<VerifiedNote> 
     let mut verified: Vec<VerifiedSignature> = Vec::new();
     for signature in &note.signatures {
         for key in trusted.iter().filter(|k| k.matches(signature)) {
-            let timestamp = key.verify(&note.text, &signature.signature).map_err(|()| {
-                Error::InvalidSignature {
-                    key_name: key.name.clone(),
-                    key_id: key.key_id,
-                }
-            })?;
+            let timestamp = key.verify(&note.text, &signature.signature)?;
             // A key that signed twice (both valid) is counted once.
             if !verified.iter().any(|v| {
                 v.signature.key_name == signature.key_name && v.signature.key_id == signature.key_id

@@ -1,0 +1,36 @@
+//! `rekor-witness`: the operator CLI of the Rekor witness.
+//!
+//! Exit status: 0 when the input is valid; 1 when it is invalid, including
+//! malformed content in a readable file, with one line on stderr naming the check
+//! that failed; 2 for a usage error or an unreadable file.
+
+#![forbid(unsafe_code)]
+
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Operator CLI of the Rekor transparency-log witness.
+#[derive(Parser)]
+#[command(name = "rekor-witness", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify checkpoints, Sigstore bundles and consistency proofs offline.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
+}
+
+fn main() -> ExitCode {
+    // clap exits with status 2 on usage errors and 0 for --help / --version.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(command) => verify::run(command),
+    }
+}
