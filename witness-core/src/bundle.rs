@@ -387,6 +387,18 @@ pub fn verify_entry(entry: &TransparencyLogEntry, trusted: &[TrustedLog]) -> Res
             reason: "checkpoint root differs from the proof's root",
         });
     }
+    // A Rekor v1 shard's leaf index is offset by the earlier shards' sizes in the
+    // log's (virtual) index; a tiles log has one tree, so the two must be equal.
+    let index_agrees = if checkpoint.origin() == log.key.name() {
+        entry.log_index == proof.log_index
+    } else {
+        entry.log_index >= proof.log_index
+    };
+    if !index_agrees {
+        return Err(Error::CheckpointProofMismatch {
+            reason: "entry log index disagrees with the proof's leaf index",
+        });
+    }
     let leaf = entry.leaf_hash();
     verify_inclusion(
         &leaf,

@@ -39,14 +39,24 @@ struct Vectors {
 fn vectors() -> Vectors {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/independent_cosign.py");
     let output = Command::new(python()).arg(script).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let field = |name: &str| json[name].as_str().unwrap().to_owned();
     Vectors {
         checkpoint: field("checkpoint"),
         timestamp: json["timestamp"].as_u64().unwrap(),
-        ed25519: (VerifierKey::parse_vkey(&field("ed25519_vkey")).unwrap(), field("ed25519_line")),
-        mldsa44: (VerifierKey::parse_vkey(&field("mldsa44_vkey")).unwrap(), field("mldsa44_line")),
+        ed25519: (
+            VerifierKey::parse_vkey(&field("ed25519_vkey")).unwrap(),
+            field("ed25519_line"),
+        ),
+        mldsa44: (
+            VerifierKey::parse_vkey(&field("mldsa44_vkey")).unwrap(),
+            field("mldsa44_line"),
+        ),
     }
 }
 
@@ -66,7 +76,8 @@ fn independent_ed25519_and_mldsa44_cosignatures_verify_with_timestamps() {
         assert_eq!(signature.timestamp, Some(v.timestamp));
     }
     // The same note as a checkpoint, with the ML-DSA-44 cosigner as the trusted key.
-    let checkpoint = verify_checkpoint_note(note, std::slice::from_ref(&v.mldsa44.0), None).unwrap();
+    let checkpoint =
+        verify_checkpoint_note(note, std::slice::from_ref(&v.mldsa44.0), None).unwrap();
     assert_eq!(checkpoint.checkpoint().size(), 1234567);
     assert_eq!(checkpoint.note().unverified().count(), 1);
 }
@@ -94,10 +105,18 @@ fn cosignature_with_any_flipped_byte_is_rejected() {
         for at in [0, 7, 8, len - 1] {
             let mut bytes = signature.signature().to_vec();
             bytes[at] ^= 0x01;
-            let forged = witness_core::note::NoteSignature::new(signature.key_name(), signature.key_id(), bytes).unwrap();
+            let forged = witness_core::note::NoteSignature::new(
+                signature.key_name(),
+                signature.key_id(),
+                bytes,
+            )
+            .unwrap();
             let note = Note::new(&v.checkpoint, vec![forged]).unwrap();
             assert!(
-                matches!(verify_note(note, std::slice::from_ref(key)), Err(Error::InvalidSignature { .. })),
+                matches!(
+                    verify_note(note, std::slice::from_ref(key)),
+                    Err(Error::InvalidSignature { .. })
+                ),
                 "{:?} byte {at}",
                 key.signature_type()
             );
@@ -111,8 +130,12 @@ fn ed25519_cosigner_key_is_not_accepted_as_a_log_signature_key() {
     // The same Ed25519 public key as a plain note key (0x01) has another key ID, so
     // a cosignature line is an unknown signature to it, not a log signature.
     let material = v.ed25519.0.public_key_material();
-    let as_log_key = VerifierKey::from_material(v.ed25519.0.name(), SignatureType::Ed25519, &material).unwrap();
+    let as_log_key =
+        VerifierKey::from_material(v.ed25519.0.name(), SignatureType::Ed25519, &material).unwrap();
     assert_ne!(as_log_key.key_id(), v.ed25519.0.key_id());
     let note = note_with(&v.checkpoint, &[&v.ed25519.1]);
-    assert_eq!(verify_note(note, &[as_log_key]).unwrap_err(), Error::NoTrustedSignature);
+    assert_eq!(
+        verify_note(note, &[as_log_key]).unwrap_err(),
+        Error::NoTrustedSignature
+    );
 }

@@ -91,9 +91,15 @@ enum Failure {
     /// Bad arguments: exit status 2.
     Usage(String),
     /// A file could not be read: exit status 2.
-    Unreadable { path: PathBuf, error: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The input is invalid: exit status 1. `check` is a bounded label.
-    Invalid { check: &'static str, message: String },
+    Invalid {
+        check: &'static str,
+        message: String,
+    },
 }
 
 impl From<witness_core::Error> for Failure {
@@ -124,7 +130,9 @@ impl Failure {
     fn message(&self) -> String {
         match self {
             Failure::Usage(message) => message.clone(),
-            Failure::Unreadable { path, error } => format!("cannot read {}: {error}", path.display()),
+            Failure::Unreadable { path, error } => {
+                format!("cannot read {}: {error}", path.display())
+            }
             Failure::Invalid { message, .. } => message.clone(),
         }
     }
@@ -177,9 +185,9 @@ fn resolve_key(args: &KeyArgs) -> Result<KeySource, Failure> {
         }
         // A value with the shape of a vkey is reported as one; anything else is
         // taken for a path that does not exist.
-        Err(error) if args.key.matches('+').count() >= 2 => {
-            Err(Failure::Usage(format!("--key is not a valid vkey: {error}")))
-        }
+        Err(error) if args.key.matches('+').count() >= 2 => Err(Failure::Usage(format!(
+            "--key is not a valid vkey: {error}"
+        ))),
         Err(_) => Err(Failure::Unreadable {
             path: path.to_owned(),
             error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
@@ -191,7 +199,11 @@ fn resolve_key(args: &KeyArgs) -> Result<KeySource, Failure> {
 /// origin itself otherwise.
 fn default_key_name(origin: &str) -> &str {
     match origin.split_once(" - ") {
-        Some((host, tree_id)) if !tree_id.is_empty() && tree_id.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, tree_id))
+            if !tree_id.is_empty() && tree_id.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            host
+        }
         _ => origin,
     }
 }
@@ -253,7 +265,11 @@ fn checkpoint_json(verified: &VerifiedCheckpoint) -> Value {
     })
 }
 
-fn finish(json_output: bool, result: Result<Value, Failure>, success_line: impl Fn(&Value) -> String) -> ExitCode {
+fn finish(
+    json_output: bool,
+    result: Result<Value, Failure>,
+    success_line: impl Fn(&Value) -> String,
+) -> ExitCode {
     match result {
         Ok(details) => {
             if json_output {
@@ -335,12 +351,19 @@ fn consistency(args: &ConsistencyArgs) -> Result<Value, Failure> {
         if !proof.is_empty() {
             return Err(Failure::Invalid {
                 check: "consistency_proof_invalid",
-                message: "consistency proof does not verify: proof must be empty for an empty old tree"
-                    .into(),
+                message:
+                    "consistency proof does not verify: proof must be empty for an empty old tree"
+                        .into(),
             });
         }
     } else {
-        verify_consistency(old.size(), new.size(), old.root_hash(), new.root_hash(), &proof)?;
+        verify_consistency(
+            old.size(),
+            new.size(),
+            old.root_hash(),
+            new.root_hash(),
+            &proof,
+        )?;
     }
     Ok(json!({
         "origin": old.origin(),
