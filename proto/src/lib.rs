@@ -1,4 +1,11 @@
-//! gRPC definitions shared by `witness-core`, `signer-svc` and `gateway`.
-//!
-//! The `.proto` files and the tonic code generated from them land here with the
-//! signer and witness service issues; until then the crate is intentionally empty.
+//! gRPC definitions shared by `witness-core`, `signer-svc` and `gateway`, and the
+//! tonic code generated from them. Wire types are converted to the core's
+//! validated domain types at the edge of each service, never used past it.
+
+#![forbid(unsafe_code)]
+
+/// Key custody: `rekorwitness.signer.v1`.
+pub mod signer {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("rekorwitness.signer.v1");
+}
