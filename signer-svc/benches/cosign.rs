@@ -101,7 +101,11 @@ fn with_peer(request: pb::CosignCheckpointRequest) -> Request<pb::CosignCheckpoi
 
 /// A service built from an installation's configuration, with every log
 /// cosigned once at `SIZE`.
-fn service(runtime: &Runtime, installation: &pki::Installation, memory_guard: bool) -> Arc<SignerService> {
+fn service(
+    runtime: &Runtime,
+    installation: &pki::Installation,
+    memory_guard: bool,
+) -> Arc<SignerService> {
     let mut service = signer_svc::build_service(&installation.config).unwrap();
     if memory_guard {
         service.guard = Arc::new(ForkGuard::in_memory().unwrap());
@@ -109,13 +113,21 @@ fn service(runtime: &Runtime, installation: &pki::Installation, memory_guard: bo
     let service = Arc::new(service);
     runtime.block_on(async {
         for request in requests().iter() {
-            service.cosign_checkpoint(with_peer(request.clone())).await.unwrap();
+            service
+                .cosign_checkpoint(with_peer(request.clone()))
+                .await
+                .unwrap();
         }
     });
     service
 }
 
-fn in_process(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installation, ml_dsa: &pki::Installation) {
+fn in_process(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    installation: &pki::Installation,
+    ml_dsa: &pki::Installation,
+) {
     let mut group = c.benchmark_group("cosign/in-process");
 
     // The signing floor: message construction and one Ed25519 signature.
@@ -128,7 +140,10 @@ fn in_process(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installa
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                let timestamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
                 let message = cosignature_v1_message(timestamp, black_box(&text));
                 black_box(key.sign(&message));
             }
@@ -139,12 +154,26 @@ fn in_process(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installa
     // The fork guard's transaction alone.
     let checkpoints: Vec<Checkpoint> = requests()
         .iter()
-        .map(|r| Checkpoint::new(&r.origin, r.size, Hash::from_slice(&r.root_hash).unwrap(), Vec::new()).unwrap())
+        .map(|r| {
+            Checkpoint::new(
+                &r.origin,
+                r.size,
+                Hash::from_slice(&r.root_hash).unwrap(),
+                Vec::new(),
+            )
+            .unwrap()
+        })
         .collect();
     let state = tempfile::tempdir().unwrap();
     for (name, guard) in [
-        ("in-process/fork-guard-file", ForkGuard::open(&state.path().join("guard.sqlite")).unwrap()),
-        ("in-process/fork-guard-memory", ForkGuard::in_memory().unwrap()),
+        (
+            "in-process/fork-guard-file",
+            ForkGuard::open(&state.path().join("guard.sqlite")).unwrap(),
+        ),
+        (
+            "in-process/fork-guard-memory",
+            ForkGuard::in_memory().unwrap(),
+        ),
     ] {
         for checkpoint in &checkpoints {
             guard.check_and_record(checkpoint, 0, &[]).unwrap();
@@ -187,7 +216,12 @@ fn in_process(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installa
 }
 
 /// `iters` calls, `in_flight` at a time, over clones of one channel.
-async fn concurrent(client: &SignerClient<Channel>, requests: &Arc<Vec<pb::CosignCheckpointRequest>>, iters: u64, in_flight: u64) -> Duration {
+async fn concurrent(
+    client: &SignerClient<Channel>,
+    requests: &Arc<Vec<pb::CosignCheckpointRequest>>,
+    iters: u64,
+    in_flight: u64,
+) -> Duration {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -201,7 +235,12 @@ async fn concurrent(client: &SignerClient<Channel>, requests: &Arc<Vec<pb::Cosig
                 if i >= iters {
                     break;
                 }
-                black_box(client.cosign_checkpoint(requests[(i % LOGS) as usize].clone()).await.unwrap());
+                black_box(
+                    client
+                        .cosign_checkpoint(requests[(i % LOGS) as usize].clone())
+                        .await
+                        .unwrap(),
+                );
             }
         });
     }
@@ -228,7 +267,12 @@ fn grpc(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installation) 
             runtime.block_on(async {
                 let start = Instant::now();
                 for i in 0..iters {
-                    black_box(client.cosign_checkpoint(requests[(i % LOGS) as usize].clone()).await.unwrap());
+                    black_box(
+                        client
+                            .cosign_checkpoint(requests[(i % LOGS) as usize].clone())
+                            .await
+                            .unwrap(),
+                    );
                 }
                 record("grpc/sequential", iters, start.elapsed())
             })
@@ -251,10 +295,16 @@ fn per_second(time: Duration) -> f64 {
 
 fn summary() {
     let get = |name| mean(name).unwrap_or_default();
-    println!("\nsummary (mean per cosignature, all timed batches; 16-in-flight is wall time / calls)");
+    println!(
+        "\nsummary (mean per cosignature, all timed batches; 16-in-flight is wall time / calls)"
+    );
     for name in RESULTS.lock().unwrap().keys() {
         let time = get(name);
-        println!("  {name:<38} {:>10.1} us {:>10.0} /s", time.as_secs_f64() * 1e6, per_second(time));
+        println!(
+            "  {name:<38} {:>10.1} us {:>10.0} /s",
+            time.as_secs_f64() * 1e6,
+            per_second(time)
+        );
     }
     let sign = get("in-process/ed25519-cosignature-v1");
     let service = get("in-process/service");
@@ -264,11 +314,26 @@ fn summary() {
     let concurrent = get("grpc/16-in-flight");
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!("ratios");
-    println!("  gRPC sequential / in-process service     {:>8.2}x", ratio(sequential, service));
-    println!("  gRPC sequential / Ed25519 signing        {:>8.2}x", ratio(sequential, sign));
-    println!("  gRPC 16-in-flight / in-process service   {:>8.2}x", ratio(concurrent, service));
-    println!("  gRPC 16-in-flight / Ed25519 signing      {:>8.2}x", ratio(concurrent, sign));
-    println!("  in-process service / Ed25519 signing     {:>8.2}x", ratio(service, sign));
+    println!(
+        "  gRPC sequential / in-process service     {:>8.2}x",
+        ratio(sequential, service)
+    );
+    println!(
+        "  gRPC sequential / Ed25519 signing        {:>8.2}x",
+        ratio(sequential, sign)
+    );
+    println!(
+        "  gRPC 16-in-flight / in-process service   {:>8.2}x",
+        ratio(concurrent, service)
+    );
+    println!(
+        "  gRPC 16-in-flight / Ed25519 signing      {:>8.2}x",
+        ratio(concurrent, sign)
+    );
+    println!(
+        "  in-process service / Ed25519 signing     {:>8.2}x",
+        ratio(service, sign)
+    );
     println!(
         "  durable guard write in the service call  {:>8.1}% (service - memory-guard service); guard transaction alone {:.1}% of the service call, {:.1}% of a sequential gRPC call",
         100.0 * (1.0 - ratio(memory, service)),
@@ -279,13 +344,19 @@ fn summary() {
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let keys = pki::Keys {
         ml_dsa_44: false,
         manifest: false,
     };
     let installation = pki::Installation::new(keys);
-    let with_ml_dsa = pki::Installation::new(pki::Keys { ml_dsa_44: true, ..keys });
+    let with_ml_dsa = pki::Installation::new(pki::Keys {
+        ml_dsa_44: true,
+        ..keys
+    });
     in_process(&mut criterion, &runtime, &installation, &with_ml_dsa);
     // A fresh installation, so the gRPC server's state starts empty.
     grpc(&mut criterion, &runtime, &pki::Installation::new(keys));

@@ -26,8 +26,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use witness_core::checkpoint::Checkpoint;
 use witness_core::merkle::{
-    Hash, LeafHashes, leaf_hash, prove_consistency, prove_subtree_consistency, subtree_hash, tree_root,
-    verify_consistency,
+    Hash, LeafHashes, leaf_hash, prove_consistency, prove_subtree_consistency, subtree_hash,
+    tree_root, verify_consistency,
 };
 use witness_core::note::{SignatureType, VerifierKey, parse_note, verify_note};
 use witness_proto::signer as pb;
@@ -46,13 +46,17 @@ const ALL_KEYS: Keys = Keys {
 // ---------------------------------------------------------------------------
 
 fn tree(seed: &str, n: u64) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(format!("{seed} {i}").as_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(format!("{seed} {i}").as_bytes()))
+        .collect()
 }
 
 /// A tree of the same size as `base` sharing only its first `common` leaves.
 fn fork_of(base: &[Hash], common: usize, seed: &str) -> Vec<Hash> {
     let mut leaves = base[..common].to_vec();
-    leaves.extend((common as u64..base.len() as u64).map(|i| leaf_hash(format!("{seed} {i}").as_bytes())));
+    leaves.extend(
+        (common as u64..base.len() as u64).map(|i| leaf_hash(format!("{seed} {i}").as_bytes())),
+    );
     leaves
 }
 
@@ -98,7 +102,10 @@ fn checkpoint_text(request: &pb::CosignCheckpointRequest) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 // ---------------------------------------------------------------------------
@@ -113,7 +120,12 @@ struct Published {
 }
 
 async fn published_keys(client: &mut Client) -> Published {
-    let keys = client.public_keys(pb::PublicKeysRequest {}).await.unwrap().into_inner().keys;
+    let keys = client
+        .public_keys(pb::PublicKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
     let find = |purpose: &str, algorithm: &str| {
         keys.iter()
             .find(|k| k.purpose == purpose && k.algorithm == algorithm)
@@ -148,25 +160,43 @@ fn note_with(text: &str, lines: &[String]) -> Vec<u8> {
 /// Checks that a `CosignCheckpoint` response is an Ed25519 cosignature/v1 and an
 /// ML-DSA-44 subtree/v1 cosignature of exactly the requested checkpoint, both
 /// with the response's timestamp, which is close to now.
-fn verify_cosignatures(keys: &Published, request: &pb::CosignCheckpointRequest, response: &pb::CosignCheckpointResponse) {
+fn verify_cosignatures(
+    keys: &Published,
+    request: &pb::CosignCheckpointRequest,
+    response: &pb::CosignCheckpointResponse,
+) {
     assert_eq!(response.signature_lines.len(), 2, "{response:?}");
     let text = checkpoint_text(request);
     let trusted = [keys.ed25519.clone(), keys.ml_dsa_44.clone()];
     let note = parse_note(&note_with(&text, &response.signature_lines)).unwrap();
     let verified = verify_note(note, &trusted).unwrap();
-    let mut types: Vec<SignatureType> = verified.verified().iter().map(|v| v.signature_type).collect();
+    let mut types: Vec<SignatureType> = verified
+        .verified()
+        .iter()
+        .map(|v| v.signature_type)
+        .collect();
     types.sort_by_key(|t| t.byte());
-    assert_eq!(types, [SignatureType::CosignatureV1, SignatureType::MlDsa44Subtree]);
+    assert_eq!(
+        types,
+        [SignatureType::CosignatureV1, SignatureType::MlDsa44Subtree]
+    );
     for signature in verified.verified() {
         let timestamp = signature.timestamp.unwrap();
         assert_eq!(timestamp, response.timestamp);
-        assert!(timestamp > 0 && now().abs_diff(timestamp) <= 120, "timestamp {timestamp}");
+        assert!(
+            timestamp > 0 && now().abs_diff(timestamp) <= 120,
+            "timestamp {timestamp}"
+        );
     }
 }
 
 /// Splits a note signature line into key ID, timestamp and signature.
 fn split_line(line: &str) -> (u32, u64, Vec<u8>) {
-    let rest = line.strip_prefix("\u{2014} ").unwrap().strip_suffix('\n').unwrap();
+    let rest = line
+        .strip_prefix("\u{2014} ")
+        .unwrap()
+        .strip_suffix('\n')
+        .unwrap();
     let (name, encoded) = rest.split_once(' ').unwrap();
     assert_eq!(name, COSIGNER_NAME);
     let blob = BASE64.decode(encoded).unwrap();
@@ -186,7 +216,14 @@ fn ml_dsa_public_key(vkey: &str) -> Vec<u8> {
 /// c2sp.org/tlog-cosignature `cosigned_message`, built from the spec:
 /// label "subtree/v1\n\0", cosigner_name<1..255>, uint64 timestamp,
 /// log_origin<1..255>, uint64 start, uint64 end, hash[32].
-fn cosigned_message(name: &str, timestamp: u64, origin: &str, start: u64, end: u64, hash: &Hash) -> Vec<u8> {
+fn cosigned_message(
+    name: &str,
+    timestamp: u64,
+    origin: &str,
+    start: u64,
+    end: u64,
+    hash: &Hash,
+) -> Vec<u8> {
     let mut message = b"subtree/v1\n\x00".to_vec();
     message.push(u8::try_from(name.len()).unwrap());
     message.extend_from_slice(name.as_bytes());
@@ -218,10 +255,14 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 
 /// The fork guard's whole record, read from its SQLite file (read-only).
 fn guard_record(installation: &Installation) -> BTreeMap<String, (i64, Vec<u8>)> {
-    let connection =
-        rusqlite::Connection::open_with_flags(&installation.state_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut statement = connection.prepare("SELECT origin, size, root FROM cosigned").unwrap();
+    let connection = rusqlite::Connection::open_with_flags(
+        &installation.state_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = connection
+        .prepare("SELECT origin, size, root FROM cosigned")
+        .unwrap();
     statement
         .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
         .unwrap()
@@ -230,15 +271,21 @@ fn guard_record(installation: &Installation) -> BTreeMap<String, (i64, Vec<u8>)>
 }
 
 fn stored(installation: &Installation, origin: &str) -> Option<(u64, Hash)> {
-    guard_record(installation)
-        .get(origin)
-        .map(|(size, root)| (u64::try_from(*size).unwrap(), Hash::from_slice(root).unwrap()))
+    guard_record(installation).get(origin).map(|(size, root)| {
+        (
+            u64::try_from(*size).unwrap(),
+            Hash::from_slice(root).unwrap(),
+        )
+    })
 }
 
 /// Parses the Prometheus text into `(name, labels) -> value`.
 fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let (name, labels) = match series.split_once('{') {
             Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
@@ -261,7 +308,12 @@ fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     parse_metrics(text)
         .into_iter()
-        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|(_, _, v)| v)
         .sum()
 }
@@ -269,7 +321,12 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 const SIGNATURES_MADE: &str = "signer_signing_duration_seconds_count";
 
 async fn metrics_text(client: &mut Client) -> String {
-    client.metrics(pb::MetricsRequest {}).await.unwrap().into_inner().prometheus_text
+    client
+        .metrics(pb::MetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .prometheus_text
 }
 
 fn audit_lines(installation: &Installation) -> Vec<Value> {
@@ -299,8 +356,16 @@ async fn before(installation: &Installation, observer: &mut Client) -> Before {
 /// and returns the audit lines written since (waiting for at least one: a
 /// refused handshake is audited by the server's accept task, which may finish
 /// after the client has seen the failure).
-async fn unchanged_and_audited(installation: &Installation, observer: &mut Client, before: &Before) -> Vec<Value> {
-    assert_eq!(guard_record(installation), before.record, "the fork guard's record changed");
+async fn unchanged_and_audited(
+    installation: &Installation,
+    observer: &mut Client,
+    before: &Before,
+) -> Vec<Value> {
+    assert_eq!(
+        guard_record(installation),
+        before.record,
+        "the fork guard's record changed"
+    );
     let signatures = metric(&metrics_text(observer).await, SIGNATURES_MADE, &[]);
     assert_eq!(signatures, before.signatures, "something was signed");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -309,7 +374,10 @@ async fn unchanged_and_audited(installation: &Installation, observer: &mut Clien
         if lines.len() > before.audit {
             return lines[before.audit..].to_vec();
         }
-        assert!(tokio::time::Instant::now() < deadline, "no audit line was written");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit line was written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -324,7 +392,10 @@ async fn refused_cosign(
     kind: &str,
 ) -> Status {
     let before = before(installation, client).await;
-    let status = client.cosign_checkpoint(request.clone()).await.expect_err("must be refused");
+    let status = client
+        .cosign_checkpoint(request.clone())
+        .await
+        .expect_err("must be refused");
     assert_eq!(status.code(), code, "{status:?}");
     let lines = unchanged_and_audited(installation, client, &before).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -349,8 +420,16 @@ fn stored_size_metadata(status: &Status) -> u64 {
         .unwrap()
 }
 
-async fn cosign(client: &mut Client, keys: &Published, request: &pb::CosignCheckpointRequest) -> pb::CosignCheckpointResponse {
-    let response = client.cosign_checkpoint(request.clone()).await.unwrap().into_inner();
+async fn cosign(
+    client: &mut Client,
+    keys: &Published,
+    request: &pb::CosignCheckpointRequest,
+) -> pb::CosignCheckpointResponse {
+    let response = client
+        .cosign_checkpoint(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     verify_cosignatures(keys, request, &response);
     response
 }
@@ -390,7 +469,10 @@ async fn attempt(
             Ok(channel) => channel,
             Err(error) => return Failure::Transport(format!("connect: {error:?}")),
         };
-        match SignerClient::new(channel).cosign_checkpoint(request.clone()).await {
+        match SignerClient::new(channel)
+            .cosign_checkpoint(request.clone())
+            .await
+        {
             Ok(response) => panic!("{caller:?} got cosignatures: {response:?}"),
             // A status the service itself produced has no transport error as its
             // source; a failed handshake surfaces as UNAVAILABLE/UNKNOWN with one.
@@ -406,7 +488,9 @@ async fn attempt(
         Caller::UntrustedCa => via_tonic(tls(Some(&pki.untrusted))).await,
         Caller::Expired => via_tonic(tls(Some(&pki.expired))).await,
         Caller::WrongIdentity => via_tonic(tls(Some(&pki.wrong_identity))).await,
-        Caller::Plaintext => via_tonic(Endpoint::from_shared(format!("http://{}", server.addr))).await,
+        Caller::Plaintext => {
+            via_tonic(Endpoint::from_shared(format!("http://{}", server.addr))).await
+        }
         Caller::Tls12Only => {
             // A valid, allowlisted certificate, but only TLS 1.2 on offer.
             let config = pki.rustls_client(&pki.good, &[&rustls::version::TLS12]);
@@ -435,12 +519,30 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
 
     // (caller, the handshake refusal's reason must contain one of these)
     let cases: [(Caller, &[&str]); 6] = [
-        (Caller::NoCertificate, &["NoCertificatesPresented", "no certificate", "CertificateRequired"]),
+        (
+            Caller::NoCertificate,
+            &[
+                "NoCertificatesPresented",
+                "no certificate",
+                "CertificateRequired",
+            ],
+        ),
         (Caller::UntrustedCa, &["UnknownIssuer"]),
         (Caller::Expired, &["certificate expired"]),
         (Caller::WrongIdentity, &[]),
-        (Caller::Plaintext, &["InvalidContentType", "corrupt message", "InvalidMessage"]),
-        (Caller::Tls12Only, &["ProtocolVersion", "Tls12NotOffered", "incompatible", "not offered"]),
+        (
+            Caller::Plaintext,
+            &["InvalidContentType", "corrupt message", "InvalidMessage"],
+        ),
+        (
+            Caller::Tls12Only,
+            &[
+                "ProtocolVersion",
+                "Tls12NotOffered",
+                "incompatible",
+                "not offered",
+            ],
+        ),
     ];
     for (caller, reasons) in cases {
         for request in [&growth, &first] {
@@ -469,12 +571,16 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
                         assert_eq!(line["result"], "refused", "{line}");
                         let reason = line["reason"].as_str().unwrap();
                         assert!(
-                            reasons.iter().any(|r| reason.to_lowercase().contains(&r.to_lowercase())),
+                            reasons
+                                .iter()
+                                .any(|r| reason.to_lowercase().contains(&r.to_lowercase())),
                             "{caller:?}: unexpected handshake refusal {reason:?}"
                         );
                     }
                 }
-                (_, Failure::Status(status)) => panic!("{caller:?} reached the service: {status:?}"),
+                (_, Failure::Status(status)) => {
+                    panic!("{caller:?} reached the service: {status:?}")
+                }
             }
         }
     }
@@ -484,8 +590,14 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
     cosign(&mut observer, &keys, &growth).await;
     cosign(&mut observer, &keys, &first).await;
     // PublicKeys and Metrics are refused to the wrong identity too.
-    let mut evil = installation.client(&server, Some(&installation.pki.wrong_identity)).await.unwrap();
-    let status = evil.public_keys(pb::PublicKeysRequest {}).await.unwrap_err();
+    let mut evil = installation
+        .client(&server, Some(&installation.pki.wrong_identity))
+        .await
+        .unwrap();
+    let status = evil
+        .public_keys(pb::PublicKeysRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     let status = evil.metrics(pb::MetricsRequest {}).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -512,7 +624,11 @@ async fn cosign_flow_grants_consistent_growth_and_refuses_rollback_fork_and_unpr
     // The lines bind the checkpoint: they do not verify over a neighbour.
     let mut neighbour = request(ORIGIN, &leaves, 11, 0);
     neighbour.root_hash = first.root_hash.clone();
-    let note = parse_note(&note_with(&checkpoint_text(&neighbour), &response.signature_lines)).unwrap();
+    let note = parse_note(&note_with(
+        &checkpoint_text(&neighbour),
+        &response.signature_lines,
+    ))
+    .unwrap();
     assert!(verify_note(note, &[keys.ed25519.clone(), keys.ml_dsa_44.clone()]).is_err());
     assert_eq!(stored(&installation, ORIGIN), Some((10, root(&leaves, 10))));
 
@@ -528,45 +644,128 @@ async fn cosign_flow_grants_consistent_growth_and_refuses_rollback_fork_and_unpr
     // Rollback.
     let mut rollback = request(ORIGIN, &leaves, 12, 0);
     rollback.old_size = 17;
-    refused_cosign(&installation, &mut client, &rollback, Code::Aborted, "rollback").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &rollback,
+        Code::Aborted,
+        "rollback",
+    )
+    .await;
     let mut to_empty = request(ORIGIN, &leaves, 0, 0);
     to_empty.old_size = 17;
-    refused_cosign(&installation, &mut client, &to_empty, Code::Aborted, "rollback").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &to_empty,
+        Code::Aborted,
+        "rollback",
+    )
+    .await;
 
     // Fork: another root at the recorded size.
-    refused_cosign(&installation, &mut client, &request(ORIGIN, &other, 17, 17), Code::Aborted, "fork").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &request(ORIGIN, &other, 17, 17),
+        Code::Aborted,
+        "fork",
+    )
+    .await;
 
     // Unproven jumps.
     let jump = request(ORIGIN, &leaves, 30, 17);
     let mut empty_proof = jump.clone();
     empty_proof.consistency_proof.clear();
-    refused_cosign(&installation, &mut client, &empty_proof, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &empty_proof,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut other_tree_proof = jump.clone();
     other_tree_proof.consistency_proof = raw(&proof(&other, 17, 30));
-    refused_cosign(&installation, &mut client, &other_tree_proof, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &other_tree_proof,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     // A proof valid for its own fork, from the fork's root at 17.
-    refused_cosign(&installation, &mut client, &request(ORIGIN, &other, 30, 17), Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &request(ORIGIN, &other, 30, 17),
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut truncated = jump.clone();
     truncated.consistency_proof.pop();
-    refused_cosign(&installation, &mut client, &truncated, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &truncated,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut extended = jump.clone();
     extended.consistency_proof.push(vec![7; 32]);
-    refused_cosign(&installation, &mut client, &extended, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &extended,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut flipped = jump.clone();
     flipped.consistency_proof[0][0] ^= 1;
-    refused_cosign(&installation, &mut client, &flipped, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &flipped,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut proof_for_other_size = jump.clone();
     proof_for_other_size.consistency_proof = raw(&proof(&leaves, 17, 31));
-    refused_cosign(&installation, &mut client, &proof_for_other_size, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &proof_for_other_size,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
     let mut proof_at_equal_size = request(ORIGIN, &leaves, 17, 17);
     proof_at_equal_size.consistency_proof = raw(&proof(&leaves, 10, 17));
-    refused_cosign(&installation, &mut client, &proof_at_equal_size, Code::Aborted, "unproven").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &proof_at_equal_size,
+        Code::Aborted,
+        "unproven",
+    )
+    .await;
 
     // Stale old sizes, below and above the record, even with valid proofs.
     for old in [10, 25, 0] {
         let stale = request(ORIGIN, &leaves, 30, old);
-        let status =
-            refused_cosign(&installation, &mut client, &stale, Code::FailedPrecondition, "old_size_mismatch").await;
+        let status = refused_cosign(
+            &installation,
+            &mut client,
+            &stale,
+            Code::FailedPrecondition,
+            "old_size_mismatch",
+        )
+        .await;
         assert_eq!(stored_size_metadata(&status), 17);
     }
     // A log never cosigned has stored size 0.
@@ -589,19 +788,44 @@ async fn cosign_flow_grants_consistent_growth_and_refuses_rollback_fork_and_unpr
     // The metrics tell the story.
     let text = metrics_text(&mut client).await;
     let operations = "signer_operations_total";
-    let ok = metric(&text, operations, &[("operation", "cosign_checkpoint"), ("result", "ok")]);
+    let ok = metric(
+        &text,
+        operations,
+        &[("operation", "cosign_checkpoint"), ("result", "ok")],
+    );
     assert_eq!(ok, 6.0, "{text}");
-    for (reason, count) in [("rollback", 2.0), ("fork", 1.0), ("unproven", 8.0), ("old_size_mismatch", 4.0)] {
+    for (reason, count) in [
+        ("rollback", 2.0),
+        ("fork", 1.0),
+        ("unproven", 8.0),
+        ("old_size_mismatch", 4.0),
+    ] {
         assert_eq!(
-            metric(&text, operations, &[("operation", "cosign_checkpoint"), ("result", reason)]),
+            metric(
+                &text,
+                operations,
+                &[("operation", "cosign_checkpoint"), ("result", reason)]
+            ),
             count,
             "{reason}: {text}"
         );
-        assert_eq!(metric(&text, "signer_refusals_total", &[("reason", reason)]), count, "{reason}: {text}");
+        assert_eq!(
+            metric(&text, "signer_refusals_total", &[("reason", reason)]),
+            count,
+            "{reason}: {text}"
+        );
     }
     // One Ed25519 and one ML-DSA-44 signature per granted cosignature, no more.
-    assert_eq!(metric(&text, SIGNATURES_MADE, &[("algorithm", "ed25519")]), 6.0, "{text}");
-    assert_eq!(metric(&text, SIGNATURES_MADE, &[("algorithm", "ml-dsa-44")]), 6.0, "{text}");
+    assert_eq!(
+        metric(&text, SIGNATURES_MADE, &[("algorithm", "ed25519")]),
+        6.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, SIGNATURES_MADE, &[("algorithm", "ml-dsa-44")]),
+        6.0,
+        "{text}"
+    );
     drop(client);
     server.stop().await;
 }
@@ -627,8 +851,22 @@ async fn fork_guard_record_survives_a_restart() {
     let keys = published_keys(&mut client).await;
     let mut rollback = request(ORIGIN, &leaves, 15, 0);
     rollback.old_size = 20;
-    refused_cosign(&installation, &mut client, &rollback, Code::Aborted, "rollback").await;
-    refused_cosign(&installation, &mut client, &request(ORIGIN, &other, 20, 20), Code::Aborted, "fork").await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &rollback,
+        Code::Aborted,
+        "rollback",
+    )
+    .await;
+    refused_cosign(
+        &installation,
+        &mut client,
+        &request(ORIGIN, &other, 20, 20),
+        Code::Aborted,
+        "fork",
+    )
+    .await;
     let status = refused_cosign(
         &installation,
         &mut client,
@@ -746,16 +984,24 @@ fn assert_consistent_chain(granted: &[(u64, Hash)], trees: &[Vec<Hash>]) {
     let mut by_size: BTreeMap<u64, Hash> = BTreeMap::new();
     for (size, root) in granted {
         let previous = by_size.insert(*size, *root);
-        assert!(previous.is_none_or(|p| p == *root), "two roots cosigned at size {size}");
+        assert!(
+            previous.is_none_or(|p| p == *root),
+            "two roots cosigned at size {size}"
+        );
     }
     let explained = trees
         .iter()
         .filter(|t| by_size.iter().all(|(size, r)| root(t, *size) == *r))
         .count();
-    assert!(explained > 0, "no single tree explains every cosigned checkpoint: {by_size:?}");
+    assert!(
+        explained > 0,
+        "no single tree explains every cosigned checkpoint: {by_size:?}"
+    );
     let steps: Vec<(u64, Hash)> = by_size.into_iter().collect();
     for pair in steps.windows(2) {
-        let [(old, old_root), (new, new_root)] = pair else { unreachable!() };
+        let [(old, old_root), (new, new_root)] = pair else {
+            unreachable!()
+        };
         let tree = trees
             .iter()
             .find(|t| root(t, *old) == *old_root && root(t, *new) == *new_root)
@@ -822,7 +1068,14 @@ async fn compromised_core_cannot_obtain_cosignatures_on_inconsistent_checkpoints
         let mut tasks = Vec::new();
         for i in 0..64u64 {
             let seed = (round * 64 + i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            tasks.push(tokio::spawn(liar(client.clone(), keys.clone(), trees.clone(), seed, believed, 4)));
+            tasks.push(tokio::spawn(liar(
+                client.clone(),
+                keys.clone(),
+                trees.clone(),
+                seed,
+                believed,
+                4,
+            )));
         }
         for task in tasks {
             let (won, lost) = task.await.unwrap();
@@ -841,11 +1094,25 @@ async fn compromised_core_cannot_obtain_cosignatures_on_inconsistent_checkpoints
     // The run was not vacuous: the log grew, and every kind of refusal happened.
     let sizes: std::collections::BTreeSet<u64> = granted.iter().map(|(size, _)| *size).collect();
     assert!(sizes.len() >= 4, "{sizes:?}");
-    assert!(refused.get(&(Code::Aborted as i32)).copied().unwrap_or(0) > 50, "{refused:?}");
-    assert!(refused.get(&(Code::FailedPrecondition as i32)).copied().unwrap_or(0) > 50, "{refused:?}");
+    assert!(
+        refused.get(&(Code::Aborted as i32)).copied().unwrap_or(0) > 50,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .get(&(Code::FailedPrecondition as i32))
+            .copied()
+            .unwrap_or(0)
+            > 50,
+        "{refused:?}"
+    );
     // Exactly one signature pair per grant was made: none leaked from refusals.
     let text = metrics_text(&mut client).await;
-    let grants = metric(&text, "signer_operations_total", &[("operation", "cosign_checkpoint"), ("result", "ok")]);
+    let grants = metric(
+        &text,
+        "signer_operations_total",
+        &[("operation", "cosign_checkpoint"), ("result", "ok")],
+    );
     assert_eq!(grants, granted.len() as f64);
     assert!(metric(&text, SIGNATURES_MADE, &[("algorithm", "ed25519")]) >= grants);
     drop(client);
@@ -879,25 +1146,58 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
             r
         }),
         ("empty origin", with(&|r| r.origin.clear())),
-        ("origin with a newline", with(&|r| r.origin.push_str("\n12\nAAAA"))),
-        ("origin with a carriage return", with(&|r| r.origin.push('\r'))),
+        (
+            "origin with a newline",
+            with(&|r| r.origin.push_str("\n12\nAAAA")),
+        ),
+        (
+            "origin with a carriage return",
+            with(&|r| r.origin.push('\r')),
+        ),
         ("origin with NUL", with(&|r| r.origin.push('\0'))),
         ("origin with ESC", with(&|r| r.origin.push('\x1b'))),
         ("origin with a tab", with(&|r| r.origin.push('\t'))),
-        ("extension line with a newline", with(&|r| r.extension_lines = vec!["a\n\n— evil AAAA".into()])),
-        ("extension line with a carriage return", with(&|r| r.extension_lines = vec!["Timestamp: 1\r".into()])),
-        ("extension line with a control character", with(&|r| r.extension_lines = vec!["x\x07".into()])),
-        ("empty extension line", with(&|r| r.extension_lines = vec![String::new()])),
+        (
+            "extension line with a newline",
+            with(&|r| r.extension_lines = vec!["a\n\n— evil AAAA".into()]),
+        ),
+        (
+            "extension line with a carriage return",
+            with(&|r| r.extension_lines = vec!["Timestamp: 1\r".into()]),
+        ),
+        (
+            "extension line with a control character",
+            with(&|r| r.extension_lines = vec!["x\x07".into()]),
+        ),
+        (
+            "empty extension line",
+            with(&|r| r.extension_lines = vec![String::new()]),
+        ),
         ("root hash of 31 bytes", with(&|r| r.root_hash.truncate(31))),
         ("root hash of 33 bytes", with(&|r| r.root_hash.push(0))),
         ("empty root hash", with(&|r| r.root_hash.clear())),
         ("size 2^63", with(&|r| r.size = 1 << 63)),
         ("size 2^64 - 1", with(&|r| r.size = u64::MAX)),
-        ("proof of 64 hashes", with(&|r| r.consistency_proof = vec![vec![1; 32]; 64])),
-        ("proof of 1000 hashes", with(&|r| r.consistency_proof = vec![vec![1; 32]; 1000])),
-        ("proof hash of 31 bytes", with(&|r| r.consistency_proof[0].truncate(31))),
-        ("proof hash of 33 bytes", with(&|r| r.consistency_proof[0].push(0))),
-        ("empty proof hash", with(&|r| r.consistency_proof[0].clear())),
+        (
+            "proof of 64 hashes",
+            with(&|r| r.consistency_proof = vec![vec![1; 32]; 64]),
+        ),
+        (
+            "proof of 1000 hashes",
+            with(&|r| r.consistency_proof = vec![vec![1; 32]; 1000]),
+        ),
+        (
+            "proof hash of 31 bytes",
+            with(&|r| r.consistency_proof[0].truncate(31)),
+        ),
+        (
+            "proof hash of 33 bytes",
+            with(&|r| r.consistency_proof[0].push(0)),
+        ),
+        (
+            "empty proof hash",
+            with(&|r| r.consistency_proof[0].clear()),
+        ),
         ("size 0 with another root than the empty tree's", {
             let mut r = request("example.com/empty", &leaves, 0, 0);
             r.root_hash = root(&leaves, 1).0.to_vec();
@@ -905,7 +1205,14 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
         }),
     ];
     for (name, request) in &cases {
-        let status = refused_cosign(&installation, &mut client, request, Code::InvalidArgument, "invalid_request").await;
+        let status = refused_cosign(
+            &installation,
+            &mut client,
+            request,
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
         assert!(!status.message().is_empty(), "{name}");
     }
 
@@ -946,7 +1253,12 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
 
     // The boundaries themselves are fine: a 255-byte origin, and the valid
     // request every case above was a mutation of (the record never moved).
-    cosign(&mut client, &keys, &request(&"o".repeat(255), &leaves, 3, 0)).await;
+    cosign(
+        &mut client,
+        &keys,
+        &request(&"o".repeat(255), &leaves, 3, 0),
+    )
+    .await;
     assert_eq!(stored(&installation, ORIGIN).unwrap().0, 8);
     cosign(&mut client, &keys, &valid).await;
     drop(client);
@@ -985,20 +1297,35 @@ async fn manifest_envelope_verifies_with_the_published_p256_key() {
         .unwrap()
         .into_inner()
         .envelope;
-    assert_eq!(guard_record(&installation), before.record, "signing a manifest touched the fork guard");
+    assert_eq!(
+        guard_record(&installation),
+        before.record,
+        "signing a manifest touched the fork guard"
+    );
     let envelope: Value = serde_json::from_slice(&envelope).unwrap();
     assert_eq!(envelope["payloadType"], payload_type);
-    assert_eq!(BASE64.decode(envelope["payload"].as_str().unwrap()).unwrap(), payload);
+    assert_eq!(
+        BASE64
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+        payload
+    );
     let signatures = envelope["signatures"].as_array().unwrap();
     assert_eq!(signatures.len(), 1);
 
     let key = p256::ecdsa::VerifyingKey::from_public_key_pem(&keys.manifest_pem).unwrap();
     let spki = key.to_public_key_der().unwrap();
-    assert_eq!(keys.manifest_key_id, hex::encode(Sha256::digest(spki.as_bytes())));
+    assert_eq!(
+        keys.manifest_key_id,
+        hex::encode(Sha256::digest(spki.as_bytes()))
+    );
     assert_eq!(signatures[0]["keyid"], keys.manifest_key_id.as_str());
-    let der = BASE64.decode(signatures[0]["sig"].as_str().unwrap()).unwrap();
+    let der = BASE64
+        .decode(signatures[0]["sig"].as_str().unwrap())
+        .unwrap();
     let signature = p256::ecdsa::DerSignature::try_from(der.as_slice()).unwrap();
-    key.verify(&pae(payload_type, &payload), &signature).unwrap();
+    key.verify(&pae(payload_type, &payload), &signature)
+        .unwrap();
     // Over the PAE, not the bare payload.
     assert!(key.verify(&payload, &signature).is_err());
     // The manifest key is not a cosigning key.
@@ -1034,7 +1361,10 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
         checkpoint: checkpoint.to_vec(),
         start,
         end,
-        subtree_hash: subtree_hash(&mut LeafHashes(&leaves), start, end).unwrap().0.to_vec(),
+        subtree_hash: subtree_hash(&mut LeafHashes(&leaves), start, end)
+            .unwrap()
+            .0
+            .to_vec(),
         proof: raw(&prove_subtree_consistency(&mut LeafHashes(&leaves), start, end, 21).unwrap()),
     };
     let record = guard_record(&installation);
@@ -1048,7 +1378,12 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
         (0, 1, &checkpoint),
     ] {
         let request = subtree(start, end, note);
-        let lines = client.sign_subtree(request.clone()).await.unwrap().into_inner().signature_lines;
+        let lines = client
+            .sign_subtree(request.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .signature_lines;
         assert_eq!(lines.len(), 1);
         let (key_id, timestamp, signature) = split_line(&lines[0]);
         assert_eq!(key_id, keys.ml_dsa_44.key_id());
@@ -1060,9 +1395,18 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
             "[{start}, {end}) does not verify as subtree/v1"
         );
         let other = cosigned_message(COSIGNER_NAME, 0, ORIGIN, start, end + 1, &hash);
-        assert!(!support::verify(Algorithm::MlDsa44, &public, &other, &signature));
+        assert!(!support::verify(
+            Algorithm::MlDsa44,
+            &public,
+            &other,
+            &signature
+        ));
     }
-    assert_eq!(guard_record(&installation), record, "SignSubtree touched the fork guard");
+    assert_eq!(
+        guard_record(&installation),
+        record,
+        "SignSubtree touched the fork guard"
+    );
 
     let refused = |request: pb::SignSubtreeRequest, code: Code, kind: &'static str| {
         let installation = &installation;
@@ -1092,16 +1436,33 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
         let message = witness_core::cosignature::cosignature_v1_message(now(), &text);
         let mut blob = now().to_be_bytes().to_vec();
         blob.extend_from_slice(&ed25519_dalek::Signer::sign(&key, &message).to_bytes());
-        let line = witness_core::note::NoteSignature::new("witness.test/stranger", verifier.key_id(), blob)
-            .unwrap()
-            .to_line();
+        let line = witness_core::note::NoteSignature::new(
+            "witness.test/stranger",
+            verifier.key_id(),
+            blob,
+        )
+        .unwrap()
+        .to_line();
         note_with(&text, &[line])
     };
-    refused(subtree(8, 13, &stranger), Code::PermissionDenied, "not_cosigned_by_us").await;
+    refused(
+        subtree(8, 13, &stranger),
+        Code::PermissionDenied,
+        "not_cosigned_by_us",
+    )
+    .await;
     let mut other_checkpoint = cosigned.clone();
     other_checkpoint.root_hash = root(&leaves, 20).0.to_vec();
-    let moved = note_with(&checkpoint_text(&other_checkpoint), &response.signature_lines);
-    refused(subtree(8, 13, &moved), Code::PermissionDenied, "not_cosigned_by_us").await;
+    let moved = note_with(
+        &checkpoint_text(&other_checkpoint),
+        &response.signature_lines,
+    );
+    refused(
+        subtree(8, 13, &moved),
+        Code::PermissionDenied,
+        "not_cosigned_by_us",
+    )
+    .await;
 
     // Bad proofs and subtrees.
     let mut flipped = subtree(8, 13, &checkpoint);
@@ -1111,7 +1472,10 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
     truncated.proof.pop();
     refused(truncated, Code::InvalidArgument, "invalid_request").await;
     let mut wrong_hash = subtree(8, 13, &checkpoint);
-    wrong_hash.subtree_hash = subtree_hash(&mut LeafHashes(&leaves), 8, 12).unwrap().0.to_vec();
+    wrong_hash.subtree_hash = subtree_hash(&mut LeafHashes(&leaves), 8, 12)
+        .unwrap()
+        .0
+        .to_vec();
     refused(wrong_hash, Code::InvalidArgument, "invalid_request").await;
     let mut other_range = subtree(8, 13, &checkpoint);
     other_range.end = 14;
