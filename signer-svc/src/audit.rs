@@ -77,10 +77,15 @@ impl AuditLog {
     }
 
     fn write(&self, line: Value) {
+        // Serialized first, so that the line goes out in one write (one
+        // O_APPEND append), not in the dozens of fragments `Display` emits.
+        let mut text = line.to_string();
+        text.push('\n');
         if let Ok(mut sink) = self.sink.lock() {
             // An audit line that cannot be written is reported in the service log;
             // the operation's outcome does not change.
-            if writeln!(sink, "{line}")
+            if sink
+                .write_all(text.as_bytes())
                 .and_then(|()| sink.flush())
                 .is_err()
             {
