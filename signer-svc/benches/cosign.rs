@@ -3,20 +3,21 @@
 //!
 //! - `in-process/ed25519-cosignature-v1`: build the cosignature/v1 message and
 //!   sign it with Ed25519 in a loop (the floor for one cosignature).
-//! - `in-process/fork-guard-file` and `in-process/fork-guard-memory`: the fork
-//!   guard's check-and-record transaction alone, on the SQLite file
-//!   (`synchronous=FULL`: one durable write per cosignature) and in memory.
-//! - `in-process/service`: the service's `CosignCheckpoint` handler called
+//! - `in-process/fork-guard-*`: the fork guard's check-and-record transaction
+//!   alone, on the SQLite file (`synchronous=FULL`) or in memory.
+//! - `in-process/service-*`: the service's `CosignCheckpoint` handler called
 //!   directly (no gRPC, no TLS), with the file-backed guard, the audit log and
-//!   metrics; `…-memory-guard` the same with the guard in memory, so the
-//!   difference is the durable write; `…-ml-dsa-44` with an ML-DSA-44 key too.
-//! - `grpc/sequential`: one client awaiting each call over mTLS gRPC.
-//! - `grpc/16-in-flight`: 16 concurrent calls over one HTTP/2 channel (the
-//!   figure per call is wall time divided by calls, i.e. 1 / throughput).
+//!   metrics; `memory-guard` with the guard in memory (the difference is the
+//!   durable write); `ml-dsa-44` with an ML-DSA-44 key as well.
+//! - `grpc/sequential-*`: one client awaiting each call over mTLS gRPC.
+//! - `grpc/16-in-flight-*`: 16 concurrent calls over one HTTP/2 channel; the
+//!   figure per call is wall time divided by calls, i.e. 1 / throughput.
 //!
-//! Every call re-cosigns the recorded checkpoint of one of 16 logs (same size,
-//! same root, no proof), which the guard allows and records again; growth adds
-//! only a consistency proof check (a few dozen hashes). Client and server share
+//! `grow` calls grow one of 16 logs by one leaf with a valid consistency proof,
+//! so the guard's record changes and is written durably; `same` calls re-cosign
+//! a log's recorded checkpoint (same size, same root, no proof): SQLite sees the
+//! row rewritten with identical bytes, dirties no page and so writes and syncs
+//! nothing. Requests are built before the timer starts. Client and server share
 //! one process and one Tokio runtime. A summary with ratios is printed at the end.
 
 #![allow(clippy::unwrap_used)]
@@ -27,7 +28,6 @@ mod pki;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,16 +42,23 @@ use tonic::Request;
 use tonic::transport::Channel;
 use witness_core::checkpoint::Checkpoint;
 use witness_core::cosignature::cosignature_v1_message;
-use witness_core::merkle::{Hash, leaf_hash};
+use witness_core::merkle::{
+    Hash, SubtreeHashSource, leaf_hash, node_hash, prove_consistency, tree_root,
+};
 use witness_proto::signer as pb;
 use witness_proto::signer::signer_client::SignerClient;
 use witness_proto::signer::signer_server::Signer as _;
 
-const LOGS: u64 = 16;
-const SIZE: u64 = 1000;
-const IN_FLIGHT: u64 = 16;
+const LOGS: usize = 16;
+const IN_FLIGHT: usize = 16;
+/// Leaves of the tree every log grows along (one leaf per `grow` call).
+const LEAVES: usize = 1 << 18;
 
-/// Mean time per operation of each benchmark, from every timed batch.
+// ---------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------
+
+/// Total iterations and time of each benchmark, over every timed batch.
 static RESULTS: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());
 
 fn record(name: &'static str, iters: u64, elapsed: Duration) -> Duration {
@@ -62,33 +69,145 @@ fn record(name: &'static str, iters: u64, elapsed: Duration) -> Duration {
     elapsed
 }
 
-fn mean(name: &str) -> Option<Duration> {
+fn mean(name: &str) -> Duration {
     let results = RESULTS.lock().unwrap();
-    let (iters, total) = results.get(name)?;
-    Some(*total / u32::try_from(*iters).ok()?)
+    results
+        .get(name)
+        .map(|(iters, total)| total.div_f64(*iters as f64))
+        .unwrap_or_default()
 }
 
-fn requests() -> Arc<Vec<pb::CosignCheckpointRequest>> {
-    Arc::new(
-        (0..LOGS)
-            .map(|i| pb::CosignCheckpointRequest {
-                origin: format!("bench.example/log-{i}"),
-                size: SIZE,
-                root_hash: leaf_hash(&i.to_be_bytes()).0.to_vec(),
-                extension_lines: Vec::new(),
-                old_size: 0,
-                consistency_proof: Vec::new(),
-            })
-            .collect(),
-    )
+// ---------------------------------------------------------------------------
+// Growing logs
+// ---------------------------------------------------------------------------
+
+/// Every complete subtree hash of one tree, so roots and proofs cost O(log n).
+struct Tree {
+    levels: Vec<Vec<Hash>>,
 }
 
-/// The re-cosign of a log already cosigned at `SIZE`.
-fn again(request: &pb::CosignCheckpointRequest) -> pb::CosignCheckpointRequest {
-    pb::CosignCheckpointRequest {
-        old_size: SIZE,
-        ..request.clone()
+impl SubtreeHashSource for &Tree {
+    fn subtree_hash(&mut self, level: u8, index: u64) -> witness_core::Result<Hash> {
+        Ok(self.levels[usize::from(level)][usize::try_from(index).unwrap()])
     }
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let mut levels = vec![
+            (0..LEAVES as u64)
+                .map(|i| leaf_hash(&i.to_be_bytes()))
+                .collect::<Vec<_>>(),
+        ];
+        while levels.last().unwrap().len() > 1 {
+            let below = levels.last().unwrap();
+            levels.push(
+                below
+                    .chunks_exact(2)
+                    .map(|pair| node_hash(&pair[0], &pair[1]))
+                    .collect(),
+            );
+        }
+        Tree { levels }
+    }
+
+    fn root(&self, size: u64) -> Hash {
+        tree_root(&mut &*self, size).unwrap()
+    }
+
+    fn proof(&self, old: u64, new: u64) -> Vec<Vec<u8>> {
+        prove_consistency(&mut &*self, old, new)
+            .unwrap()
+            .iter()
+            .map(|h| h.0.to_vec())
+            .collect()
+    }
+}
+
+/// `LOGS` logs, named after one benchmark, and the size each was last cosigned at.
+struct Logs {
+    tree: Arc<Tree>,
+    origins: Vec<String>,
+    sizes: Vec<u64>,
+}
+
+impl Logs {
+    fn new(tree: &Arc<Tree>, name: &str) -> Logs {
+        Logs {
+            tree: tree.clone(),
+            origins: (0..LOGS)
+                .map(|i| format!("bench.example/{name}/{i}"))
+                .collect(),
+            sizes: vec![0; LOGS],
+        }
+    }
+
+    /// The request that cosigns log `i` at `size`, from its recorded size.
+    fn to(&mut self, i: usize, size: u64) -> pb::CosignCheckpointRequest {
+        let old = self.sizes[i];
+        assert!(
+            size <= LEAVES as u64,
+            "{} grew past the benchmark tree",
+            self.origins[i]
+        );
+        self.sizes[i] = size;
+        pb::CosignCheckpointRequest {
+            origin: self.origins[i].clone(),
+            size,
+            root_hash: self.tree.root(size).0.to_vec(),
+            extension_lines: Vec::new(),
+            old_size: old,
+            consistency_proof: if old == 0 || old == size {
+                Vec::new()
+            } else {
+                self.tree.proof(old, size)
+            },
+        }
+    }
+
+    /// Log `i` grown by one leaf.
+    fn grow(&mut self, i: usize) -> pb::CosignCheckpointRequest {
+        self.to(i, self.sizes[i] + 1)
+    }
+
+    /// Log `i` cosigned again at its recorded size.
+    fn same(&mut self, i: usize) -> pb::CosignCheckpointRequest {
+        self.to(i, self.sizes[i])
+    }
+
+    /// The first cosignature of every log, at size 1.
+    fn first(&mut self) -> Vec<pb::CosignCheckpointRequest> {
+        (0..LOGS).map(|i| self.to(i, 1)).collect()
+    }
+
+    /// The next `n` requests, round robin over the logs.
+    fn batch(&mut self, n: u64, grow: bool) -> Vec<pb::CosignCheckpointRequest> {
+        (0..n as usize)
+            .map(|k| {
+                if grow {
+                    self.grow(k % LOGS)
+                } else {
+                    self.same(k % LOGS)
+                }
+            })
+            .collect()
+    }
+}
+
+fn checkpoint(request: &pb::CosignCheckpointRequest) -> (Checkpoint, u64, Vec<Hash>) {
+    let checkpoint = Checkpoint::new(
+        &request.origin,
+        request.size,
+        Hash::from_slice(&request.root_hash).unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let proof = request
+        .consistency_proof
+        .iter()
+        .map(|h| Hash::from_slice(h).unwrap())
+        .collect();
+    (checkpoint, request.old_size, proof)
 }
 
 fn with_peer(request: pb::CosignCheckpointRequest) -> Request<pb::CosignCheckpointRequest> {
@@ -99,32 +218,14 @@ fn with_peer(request: pb::CosignCheckpointRequest) -> Request<pb::CosignCheckpoi
     request
 }
 
-/// A service built from an installation's configuration, with every log
-/// cosigned once at `SIZE`.
-fn service(
-    runtime: &Runtime,
-    installation: &pki::Installation,
-    memory_guard: bool,
-) -> Arc<SignerService> {
-    let mut service = signer_svc::build_service(&installation.config).unwrap();
-    if memory_guard {
-        service.guard = Arc::new(ForkGuard::in_memory().unwrap());
-    }
-    let service = Arc::new(service);
-    runtime.block_on(async {
-        for request in requests().iter() {
-            service
-                .cosign_checkpoint(with_peer(request.clone()))
-                .await
-                .unwrap();
-        }
-    });
-    service
-}
+// ---------------------------------------------------------------------------
+// In process
+// ---------------------------------------------------------------------------
 
 fn in_process(
     c: &mut Criterion,
     runtime: &Runtime,
+    tree: &Arc<Tree>,
     installation: &pki::Installation,
     ml_dsa: &pki::Installation,
 ) {
@@ -133,7 +234,7 @@ fn in_process(
     // The signing floor: message construction and one Ed25519 signature.
     let pem = std::fs::read_to_string(installation.dir.path().join("ed25519.pem")).unwrap();
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).unwrap();
-    let text = Checkpoint::new("bench.example/log-0", SIZE, Hash([7; 32]), Vec::new())
+    let text = Checkpoint::new("bench.example/log", 1000, tree.root(1000), Vec::new())
         .unwrap()
         .to_text();
     group.bench_function("ed25519-cosignature-v1", |b| {
@@ -152,59 +253,60 @@ fn in_process(
     });
 
     // The fork guard's transaction alone.
-    let checkpoints: Vec<Checkpoint> = requests()
-        .iter()
-        .map(|r| {
-            Checkpoint::new(
-                &r.origin,
-                r.size,
-                Hash::from_slice(&r.root_hash).unwrap(),
-                Vec::new(),
-            )
-            .unwrap()
-        })
-        .collect();
     let state = tempfile::tempdir().unwrap();
-    for (name, guard) in [
-        (
-            "in-process/fork-guard-file",
-            ForkGuard::open(&state.path().join("guard.sqlite")).unwrap(),
-        ),
-        (
-            "in-process/fork-guard-memory",
-            ForkGuard::in_memory().unwrap(),
-        ),
+    let file_guard = ForkGuard::open(&state.path().join("guard.sqlite")).unwrap();
+    let memory_guard = ForkGuard::in_memory().unwrap();
+    for (name, guard, grow) in [
+        ("in-process/fork-guard-file-grow", &file_guard, true),
+        ("in-process/fork-guard-file-same", &file_guard, false),
+        ("in-process/fork-guard-memory-grow", &memory_guard, true),
     ] {
-        for checkpoint in &checkpoints {
-            guard.check_and_record(checkpoint, 0, &[]).unwrap();
+        let mut logs = Logs::new(tree, name);
+        for request in logs.first() {
+            let (checkpoint, old, proof) = checkpoint(&request);
+            guard.check_and_record(&checkpoint, old, &proof).unwrap();
         }
         group.bench_function(name.trim_start_matches("in-process/"), |b| {
             b.iter_custom(|iters| {
+                let batch: Vec<_> = logs.batch(iters, grow).iter().map(checkpoint).collect();
                 let start = Instant::now();
-                for i in 0..iters {
-                    let checkpoint = &checkpoints[(i % LOGS) as usize];
-                    guard.check_and_record(checkpoint, SIZE, &[]).unwrap();
+                for (checkpoint, old, proof) in &batch {
+                    guard.check_and_record(checkpoint, *old, proof).unwrap();
                 }
                 record(name, iters, start.elapsed())
             });
         });
     }
 
-    // The service's handler, without gRPC.
+    // The service's handler, without gRPC or TLS.
     group.sample_size(30);
-    for (name, installation, memory_guard) in [
-        ("in-process/service", installation, false),
-        ("in-process/service-memory-guard", installation, true),
-        ("in-process/service-ml-dsa-44", ml_dsa, false),
+    for (name, installation, in_memory, grow) in [
+        ("in-process/service-grow", installation, false, true),
+        ("in-process/service-same", installation, false, false),
+        (
+            "in-process/service-memory-guard-grow",
+            installation,
+            true,
+            true,
+        ),
+        ("in-process/service-ml-dsa-44-grow", ml_dsa, false, true),
     ] {
-        let service = service(runtime, installation, memory_guard);
-        let requests: Vec<_> = requests().iter().map(again).collect();
+        let mut service: SignerService = signer_svc::build_service(&installation.config).unwrap();
+        if in_memory {
+            service.guard = Arc::new(ForkGuard::in_memory().unwrap());
+        }
+        let mut logs = Logs::new(tree, name);
+        runtime.block_on(async {
+            for request in logs.first() {
+                service.cosign_checkpoint(with_peer(request)).await.unwrap();
+            }
+        });
         group.bench_function(name.trim_start_matches("in-process/"), |b| {
             b.iter_custom(|iters| {
+                let batch: Vec<_> = logs.batch(iters, grow).into_iter().map(with_peer).collect();
                 runtime.block_on(async {
                     let start = Instant::now();
-                    for i in 0..iters {
-                        let request = with_peer(requests[(i % LOGS) as usize].clone());
+                    for request in batch {
                         black_box(service.cosign_checkpoint(request).await.unwrap());
                     }
                     record(name, iters, start.elapsed())
@@ -215,130 +317,137 @@ fn in_process(
     group.finish();
 }
 
-/// `iters` calls, `in_flight` at a time, over clones of one channel.
-async fn concurrent(
+// ---------------------------------------------------------------------------
+// Over mutual TLS
+// ---------------------------------------------------------------------------
+
+/// `iters` calls, `IN_FLIGHT` at a time over clones of one channel; each
+/// in-flight stream owns one log, so its growth never races another's.
+fn concurrent(
+    runtime: &Runtime,
     client: &SignerClient<Channel>,
-    requests: &Arc<Vec<pb::CosignCheckpointRequest>>,
+    logs: &mut Logs,
     iters: u64,
-    in_flight: u64,
+    grow: bool,
 ) -> Duration {
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..in_flight.min(iters) {
-        let mut client = client.clone();
-        let requests = requests.clone();
-        let next = next.clone();
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= iters {
-                    break;
+    let mut streams: Vec<Vec<pb::CosignCheckpointRequest>> = vec![Vec::new(); IN_FLIGHT];
+    for k in 0..iters as usize {
+        let log = k % IN_FLIGHT;
+        streams[log].push(if grow { logs.grow(log) } else { logs.same(log) });
+    }
+    runtime.block_on(async {
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for stream in streams {
+            let mut client = client.clone();
+            tasks.spawn(async move {
+                for request in stream {
+                    black_box(client.cosign_checkpoint(request).await.unwrap());
                 }
-                black_box(
-                    client
-                        .cosign_checkpoint(requests[(i % LOGS) as usize].clone())
-                        .await
-                        .unwrap(),
-                );
-            }
-        });
-    }
-    while let Some(task) = tasks.join_next().await {
-        task.unwrap();
-    }
-    start.elapsed()
+            });
+        }
+        while let Some(task) = tasks.join_next().await {
+            task.unwrap();
+        }
+        start.elapsed()
+    })
 }
 
-fn grpc(c: &mut Criterion, runtime: &Runtime, installation: &pki::Installation) {
+fn grpc(c: &mut Criterion, runtime: &Runtime, tree: &Arc<Tree>, installation: &pki::Installation) {
     let server = runtime.block_on(installation.start(None));
-    let mut client = runtime.block_on(installation.good_client(&server));
-    runtime.block_on(async {
-        for request in requests().iter() {
-            client.cosign_checkpoint(request.clone()).await.unwrap();
-        }
-    });
-    let requests: Arc<Vec<_>> = Arc::new(requests().iter().map(again).collect());
-
+    let client = runtime.block_on(installation.good_client(&server));
     let mut group = c.benchmark_group("cosign/grpc");
     group.sample_size(30);
-    group.bench_function("sequential", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    black_box(
-                        client
-                            .cosign_checkpoint(requests[(i % LOGS) as usize].clone())
-                            .await
-                            .unwrap(),
-                    );
-                }
-                record("grpc/sequential", iters, start.elapsed())
-            })
+    for (name, grow) in [
+        ("grpc/sequential-grow", true),
+        ("grpc/sequential-same", false),
+    ] {
+        let mut logs = Logs::new(tree, name);
+        let mut client = client.clone();
+        runtime.block_on(async {
+            for request in logs.first() {
+                client.cosign_checkpoint(request).await.unwrap();
+            }
         });
-    });
-    group.bench_function(format!("{IN_FLIGHT}-in-flight"), |b| {
-        b.iter_custom(|iters| {
-            let elapsed = runtime.block_on(concurrent(&client, &requests, iters, IN_FLIGHT));
-            record("grpc/16-in-flight", iters, elapsed)
+        group.bench_function(name.trim_start_matches("grpc/"), |b| {
+            b.iter_custom(|iters| {
+                let batch = logs.batch(iters, grow);
+                runtime.block_on(async {
+                    let start = Instant::now();
+                    for request in batch {
+                        black_box(client.cosign_checkpoint(request).await.unwrap());
+                    }
+                    record(name, iters, start.elapsed())
+                })
+            });
         });
-    });
+    }
+    for (name, grow) in [
+        ("grpc/16-in-flight-grow", true),
+        ("grpc/16-in-flight-same", false),
+    ] {
+        let mut logs = Logs::new(tree, name);
+        runtime.block_on(async {
+            let mut client = client.clone();
+            for request in logs.first() {
+                client.cosign_checkpoint(request).await.unwrap();
+            }
+        });
+        group.bench_function(name.trim_start_matches("grpc/"), |b| {
+            b.iter_custom(|iters| {
+                record(
+                    name,
+                    iters,
+                    concurrent(runtime, &client, &mut logs, iters, grow),
+                )
+            });
+        });
+    }
     group.finish();
     drop(client);
     runtime.block_on(server.stop());
 }
 
-fn per_second(time: Duration) -> f64 {
-    1.0 / time.as_secs_f64()
+// ---------------------------------------------------------------------------
+// Summary
+// ---------------------------------------------------------------------------
+
+fn micros(name: &str) -> f64 {
+    mean(name).as_secs_f64() * 1e6
 }
 
 fn summary() {
-    let get = |name| mean(name).unwrap_or_default();
+    let names: Vec<&str> = RESULTS.lock().unwrap().keys().copied().collect();
     println!(
-        "\nsummary (mean per cosignature, all timed batches; 16-in-flight is wall time / calls)"
+        "\nsummary: mean time per cosignature over all timed batches (16-in-flight: wall time / calls)"
     );
-    for name in RESULTS.lock().unwrap().keys() {
-        let time = get(name);
-        println!(
-            "  {name:<38} {:>10.1} us {:>10.0} /s",
-            time.as_secs_f64() * 1e6,
-            per_second(time)
-        );
+    for name in names {
+        let us = micros(name);
+        println!("  {name:<40} {us:>9.1} us {:>9.0} cosignatures/s", 1e6 / us);
     }
-    let sign = get("in-process/ed25519-cosignature-v1");
-    let service = get("in-process/service");
-    let memory = get("in-process/service-memory-guard");
-    let guard = get("in-process/fork-guard-file");
-    let sequential = get("grpc/sequential");
-    let concurrent = get("grpc/16-in-flight");
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("ratios");
+    let sign = "in-process/ed25519-cosignature-v1";
+    println!("ratios (time per cosignature; the throughput ratio is the inverse)");
+    for (a, b) in [
+        ("grpc/sequential-grow", "in-process/service-grow"),
+        ("grpc/sequential-grow", sign),
+        ("grpc/16-in-flight-grow", "in-process/service-grow"),
+        ("grpc/16-in-flight-grow", sign),
+        ("grpc/sequential-same", "in-process/service-same"),
+        ("grpc/16-in-flight-same", "in-process/service-same"),
+        ("in-process/service-grow", sign),
+        ("in-process/service-same", sign),
+    ] {
+        println!("  {a:<28} / {b:<36} {:>7.2}", micros(a) / micros(b));
+    }
+    let durable =
+        micros("in-process/fork-guard-file-grow") - micros("in-process/fork-guard-memory-grow");
     println!(
-        "  gRPC sequential / in-process service     {:>8.2}x",
-        ratio(sequential, service)
-    );
-    println!(
-        "  gRPC sequential / Ed25519 signing        {:>8.2}x",
-        ratio(sequential, sign)
-    );
-    println!(
-        "  gRPC 16-in-flight / in-process service   {:>8.2}x",
-        ratio(concurrent, service)
-    );
-    println!(
-        "  gRPC 16-in-flight / Ed25519 signing      {:>8.2}x",
-        ratio(concurrent, sign)
-    );
-    println!(
-        "  in-process service / Ed25519 signing     {:>8.2}x",
-        ratio(service, sign)
-    );
-    println!(
-        "  durable guard write in the service call  {:>8.1}% (service - memory-guard service); guard transaction alone {:.1}% of the service call, {:.1}% of a sequential gRPC call",
-        100.0 * (1.0 - ratio(memory, service)),
-        100.0 * ratio(guard, service),
-        100.0 * ratio(guard, sequential),
+        "durable guard write (fork-guard-file-grow - fork-guard-memory-grow): {durable:.1} us = \
+         {:.0}% of service-grow, {:.0}% of grpc/sequential-grow; \
+         service-grow - service-memory-guard-grow: {:.1} us",
+        100.0 * durable / micros("in-process/service-grow"),
+        100.0 * durable / micros("grpc/sequential-grow"),
+        micros("in-process/service-grow") - micros("in-process/service-memory-guard-grow"),
     );
 }
 
@@ -348,6 +457,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let tree = Arc::new(Tree::new());
     let keys = pki::Keys {
         ml_dsa_44: false,
         manifest: false,
@@ -357,9 +467,8 @@ fn main() {
         ml_dsa_44: true,
         ..keys
     });
-    in_process(&mut criterion, &runtime, &installation, &with_ml_dsa);
-    // A fresh installation, so the gRPC server's state starts empty.
-    grpc(&mut criterion, &runtime, &pki::Installation::new(keys));
+    in_process(&mut criterion, &runtime, &tree, &installation, &with_ml_dsa);
+    grpc(&mut criterion, &runtime, &tree, &installation);
     criterion.final_summary();
     summary();
 }
