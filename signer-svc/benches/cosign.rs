@@ -291,7 +291,9 @@ fn in_process(
         ),
         ("in-process/service-ml-dsa-44-grow", ml_dsa, false, true),
     ] {
-        let mut service: SignerService = signer_svc::build_service(&installation.config).unwrap();
+        let mut service: SignerService = runtime
+            .block_on(signer_svc::build_service(&installation.config))
+            .unwrap();
         if in_memory {
             service.guard = Arc::new(ForkGuard::in_memory().unwrap());
         }

@@ -103,27 +103,10 @@ fn manifest_algorithm(manifest: &config::ManifestConfig) -> Algorithm {
     }
 }
 
-/// Builds the service from its configuration: loads every key and opens the
-/// fork guard's record and the audit log. Keys in gcp-kms need a
-/// multi-threaded Tokio runtime here (see [`load_key`]); [`build_service_async`]
-/// works on any runtime.
-pub fn build_service(config: &Config) -> Result<SignerService> {
-    let keys = LoadedKeys {
-        ed25519: load_key(&config.cosigner.ed25519, Algorithm::Ed25519)?,
-        ml_dsa_44: match &config.cosigner.ml_dsa_44 {
-            Some(key) => Some(load_key(key, Algorithm::MlDsa44)?),
-            None => None,
-        },
-        manifest: match &config.manifest {
-            Some(manifest) => Some(load_key(&manifest.key, manifest_algorithm(manifest))?),
-            None => None,
-        },
-    };
-    assemble_service(config, keys)
-}
-
-/// [`build_service`], loading keys with [`load_key_async`] (what [`run`] uses).
-pub async fn build_service_async(config: &Config) -> Result<SignerService> {
+/// Builds the service from its configuration: loads every key (with
+/// [`load_key_async`], so network-backed keys do not block the runtime) and opens
+/// the fork guard's record and the audit log.
+pub async fn build_service(config: &Config) -> Result<SignerService> {
     let keys = LoadedKeys {
         ed25519: load_key_async(&config.cosigner.ed25519, Algorithm::Ed25519).await?,
         ml_dsa_44: match &config.cosigner.ml_dsa_44 {
@@ -181,7 +164,7 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let service = Arc::new(build_service_async(config).await?);
+    let service = Arc::new(build_service(config).await?);
     let tls = tls::server_config(&config.tls)?;
     let incoming = tls::incoming(listener, tls, service.audit.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

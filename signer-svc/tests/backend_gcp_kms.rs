@@ -454,7 +454,7 @@ key = {{ backend = "gcp-kms", key_version = "{manifest}", endpoint = "{endpoint}
         endpoint = fake.endpoint(),
     );
     let config = signer_svc::config::Config::parse(&text).unwrap();
-    let service = signer_svc::build_service_async(&config).await.unwrap();
+    let service = signer_svc::build_service(&config).await.unwrap();
     assert_eq!(service.ed25519.key.public_key(), cosigner_public.as_slice());
     let manifest_key = service.manifest.unwrap().key;
     assert_eq!(manifest_key.algorithm(), Algorithm::EcdsaP256);
