@@ -2,7 +2,7 @@
 //! tonic clients and servers from the resulting descriptors.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["signer/v1/signer.proto"];
+    let protos = ["signer/v1/signer.proto", "witness/v1/witness.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

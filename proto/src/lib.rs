@@ -9,3 +9,9 @@ pub mod signer {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("rekorwitness.signer.v1");
 }
+
+/// The witness service: `rekorwitness.witness.v1`.
+pub mod witness {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("rekorwitness.witness.v1");
+}

@@ -65,6 +65,44 @@ pub enum Error {
     /// A checkpoint does not agree with the inclusion proof that carries it.
     #[error("checkpoint does not match the inclusion proof: {reason}")]
     CheckpointProofMismatch { reason: &'static str },
+
+    // Outcomes of the witness service (c2sp.org/tlog-witness), and its failures.
+    /// The checkpoint's origin is not a log this witness trusts.
+    #[error("unknown origin {origin:?}")]
+    UnknownOrigin { origin: String },
+    /// Nothing was cosigned yet for a trusted origin.
+    #[error("no checkpoint cosigned yet for {origin:?}")]
+    NothingCosigned { origin: String },
+    /// The request's old size is above the checkpoint's size.
+    #[error("old size {old_size} is above the checkpoint size {size}")]
+    OldSizeAboveSize { old_size: u64, size: u64 },
+    /// The request's old size is not the size of the latest cosigned checkpoint.
+    #[error("old size {old_size} is not the latest cosigned size {stored_size}")]
+    OldSizeMismatch { old_size: u64, stored_size: u64 },
+    /// Same size as the latest cosigned checkpoint, different root hash.
+    #[error("a different root hash was cosigned at size {size}")]
+    RootMismatch { size: u64 },
+    /// A request is malformed at the service edge.
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: &'static str },
+    /// A trusted log's key cannot change, and a trusted log cannot be removed.
+    #[error("log {origin:?} is already trusted with other keys")]
+    LogKeyChange { origin: String },
+    /// The signer refused or could not be reached.
+    #[error("signer: {detail}")]
+    Signer { detail: String },
+    /// The state store failed.
+    #[error("state store: {detail}")]
+    Storage { detail: String },
+    /// A log endpoint could not be fetched or answered out of spec.
+    #[error("fetching {url}: {detail}")]
+    Fetch { url: String, detail: String },
+    /// The checkpoint archive failed.
+    #[error("archive: {detail}")]
+    Archive { detail: String },
+    /// The configuration is invalid.
+    #[error("configuration: {detail}")]
+    Config { detail: String },
 }
 
 impl Error {
@@ -88,6 +126,33 @@ impl Error {
             Error::MalformedJson { .. } => "malformed_json",
             Error::UnknownLog { .. } => "unknown_log",
             Error::CheckpointProofMismatch { .. } => "checkpoint_proof_mismatch",
+            Error::UnknownOrigin { .. } => "unknown_origin",
+            Error::NothingCosigned { .. } => "nothing_cosigned",
+            Error::OldSizeAboveSize { .. } => "old_size_above_size",
+            Error::OldSizeMismatch { .. } => "old_size_mismatch",
+            Error::RootMismatch { .. } => "root_mismatch",
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::LogKeyChange { .. } => "log_key_change",
+            Error::Signer { .. } => "signer",
+            Error::Storage { .. } => "storage",
+            Error::Fetch { .. } => "fetch",
+            Error::Archive { .. } => "archive",
+            Error::Config { .. } => "config",
+        }
+    }
+
+    /// The HTTP status c2sp.org/tlog-witness prescribes for this outcome of
+    /// `add-checkpoint` (and `sign-subtree`); the gateway answers with it.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::UnknownOrigin { .. } | Error::NothingCosigned { .. } => 404,
+            Error::NoTrustedSignature | Error::InvalidSignature { .. } => 403,
+            Error::OldSizeMismatch { .. } | Error::LogKeyChange { .. } => 409,
+            Error::ConsistencyProofInvalid { .. } | Error::RootMismatch { .. } => 422,
+            Error::Signer { .. } | Error::Storage { .. } | Error::Fetch { .. } => 503,
+            Error::Archive { .. } | Error::Config { .. } => 500,
+            Error::TooLarge { .. } => 413,
+            _ => 400,
         }
     }
 }

@@ -26,3 +26,6 @@ pub use error::Error;
 
 /// Result type of the verification core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(feature = "service")]
+pub mod service;

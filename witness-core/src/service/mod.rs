@@ -1,0 +1,14 @@
+//! The witness service: cosigns checkpoints of the logs it trusts only when they
+//! are consistent with everything it cosigned before, over gRPC (the gateway
+//! serves the HTTP tlog-witness API on top of it), and pulls checkpoints from
+//! logs that cannot push.
+//!
+//! The verification itself is the pure core of this crate; this module adds the
+//! I/O around it: durable state ([`store`]), the signer client, pull feeders
+//! ([`feeder`]), re-cosigning and the checkpoint archive ([`archive`]), metrics
+//! and the gRPC server.
+
+pub mod archive;
+pub mod feeder;
+pub mod metrics;
+pub mod store;

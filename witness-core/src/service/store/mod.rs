@@ -1,0 +1,99 @@
+//! Durable state of the witness: the trusted logs, the latest cosigned
+//! checkpoint of each, and evidence of log misbehaviour.
+//!
+//! One trait, [`LogStore`], with two implementations that pass the same test
+//! suite: [`sqlite`] (the embedded default: WAL, `synchronous=FULL`, concurrent
+//! writes batched into one transaction) and [`postgres`] (several witness
+//! replicas sharing one database). Both update a log's state only by
+//! compare-and-swap on the stored tree, so two racing requests can never roll a
+//! log back or fork it, however many replicas run.
+
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::merkle::Hash;
+
+/// A log the witness trusts. Logs are added, never removed, and their keys never
+/// change: re-adding a log with other keys would allow a split view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedLog {
+    /// The checkpoint origin line.
+    pub origin: String,
+    /// The log's verifier keys in vkey form (`name+keyid+base64`), sorted.
+    pub verifier_keys: Vec<String>,
+}
+
+/// A tree the witness cosigned: what compare-and-swap compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredTree {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// The latest cosigned checkpoint of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogState {
+    pub origin: String,
+    pub tree: StoredTree,
+    /// The checkpoint as served by the monitoring endpoint: the re-encoded
+    /// checkpoint body, the log's verified signature lines, then this witness's
+    /// cosignature lines.
+    pub note: Vec<u8>,
+    /// This witness's cosignature timestamp (seconds since the epoch).
+    pub cosigned_at: u64,
+}
+
+/// The result of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The state was replaced.
+    Swapped,
+    /// The stored tree was not the expected one; nothing changed.
+    Conflict { current: Option<StoredTree> },
+}
+
+/// A checkpoint validly signed by its log that failed a consistency check: kept
+/// as evidence of misbehaviour, never cosigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MisbehaviourEvidence {
+    pub origin: String,
+    /// The checkpoint note as received.
+    pub note: Vec<u8>,
+    /// The tree this witness had cosigned when the checkpoint arrived.
+    pub cosigned: Option<StoredTree>,
+    /// The failed check (`Error::kind()`).
+    pub reason: String,
+    /// When it was received (seconds since the epoch).
+    pub received_at: u64,
+}
+
+/// The witness's durable state. Every write is durable when the call returns.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Adds a trusted log. Adding a log already trusted with the same keys does
+    /// nothing; with other keys it fails with `Error::LogKeyChange`.
+    async fn add_log(&self, log: &TrustedLog) -> Result<()>;
+
+    /// Every trusted log, by origin.
+    async fn logs(&self) -> Result<Vec<TrustedLog>>;
+
+    /// The latest cosigned checkpoint of a log, if any.
+    async fn state(&self, origin: &str) -> Result<Option<LogState>>;
+
+    /// Replaces a log's state with `new` if and only if its stored tree is
+    /// `expected` (`None`: nothing stored yet). The origin must be trusted.
+    async fn compare_and_swap(
+        &self,
+        expected: Option<StoredTree>,
+        new: &LogState,
+    ) -> Result<CasOutcome>;
+
+    /// Keeps evidence of misbehaviour.
+    async fn record_evidence(&self, evidence: &MisbehaviourEvidence) -> Result<()>;
+
+    /// The evidence kept for a log, oldest first.
+    async fn evidence(&self, origin: &str) -> Result<Vec<MisbehaviourEvidence>>;
+}
