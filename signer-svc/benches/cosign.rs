@@ -9,9 +9,17 @@
 //!   directly (no gRPC, no TLS), with the file-backed guard, the audit log and
 //!   metrics; `memory-guard` with the guard in memory (the difference is the
 //!   durable write); `ml-dsa-44` with an ML-DSA-44 key as well.
+//! - `in-process/fork-guard-file-grow-batch-64`: the same transaction with 64
+//!   growths in it (one fsync for all), per growth.
 //! - `grpc/sequential-*`: one client awaiting each call over mTLS gRPC.
 //! - `grpc/16-in-flight-*`: 16 concurrent calls over one HTTP/2 channel; the
-//!   figure per call is wall time divided by calls, i.e. 1 / throughput.
+//!   figure per call is wall time divided by calls, i.e. 1 / throughput. The
+//!   fork guard's transactions are counted (through the `Metrics` call) to show
+//!   how many calls each durable write served.
+//! - `grpc/batch-N-grow`: one client awaiting `CosignCheckpoints` calls of N
+//!   growths each (N = 1, 16, 64, 256); the figure is per cosignature.
+//! - `grpc/batch-64-4-in-flight-grow`: four such calls of 64 at a time, each
+//!   stream on its own logs.
 //!
 //! `grow` calls grow one of 16 logs by one leaf with a valid consistency proof,
 //! so the guard's record changes and is written durably; `same` calls re-cosign
@@ -34,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use criterion::Criterion;
 use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
-use signer_svc::fork_guard::ForkGuard;
+use signer_svc::fork_guard::{ForkGuard, Proposal};
 use signer_svc::service::SignerService;
 use signer_svc::tls::PeerIdentity;
 use tokio::runtime::Runtime;
@@ -124,11 +132,13 @@ impl Tree {
     }
 }
 
-/// `LOGS` logs, named after one benchmark, and the size each was last cosigned at.
+/// `LOGS` logs, named after one benchmark, the size each was last cosigned at,
+/// and the log the next request of [`Logs::batch`] goes to.
 struct Logs {
     tree: Arc<Tree>,
     origins: Vec<String>,
     sizes: Vec<u64>,
+    next: usize,
 }
 
 impl Logs {
@@ -139,6 +149,7 @@ impl Logs {
                 .map(|i| format!("bench.example/{name}/{i}"))
                 .collect(),
             sizes: vec![0; LOGS],
+            next: 0,
         }
     }
 
@@ -180,15 +191,13 @@ impl Logs {
         (0..LOGS).map(|i| self.to(i, 1)).collect()
     }
 
-    /// The next `n` requests, round robin over the logs.
+    /// The next `n` requests, round robin over the logs (across calls).
     fn batch(&mut self, n: u64, grow: bool) -> Vec<pb::CosignCheckpointRequest> {
-        (0..n as usize)
-            .map(|k| {
-                if grow {
-                    self.grow(k % LOGS)
-                } else {
-                    self.same(k % LOGS)
-                }
+        (0..n)
+            .map(|_| {
+                let log = self.next;
+                self.next = (self.next + 1) % LOGS;
+                if grow { self.grow(log) } else { self.same(log) }
             })
             .collect()
     }
@@ -210,11 +219,23 @@ fn checkpoint(request: &pb::CosignCheckpointRequest) -> (Checkpoint, u64, Vec<Ha
     (checkpoint, request.old_size, proof)
 }
 
+fn proposal(request: &pb::CosignCheckpointRequest) -> Proposal {
+    let (checkpoint, old_size, proof) = checkpoint(request);
+    Proposal {
+        checkpoint,
+        old_size,
+        proof,
+    }
+}
+
 fn with_peer(request: pb::CosignCheckpointRequest) -> Request<pb::CosignCheckpointRequest> {
     let mut request = Request::new(request);
-    request.extensions_mut().insert(PeerIdentity {
-        identities: vec![format!("uri:{}", pki::GOOD_IDENTITY)],
-    });
+    request
+        .extensions_mut()
+        .insert(PeerIdentity::verified(vec![format!(
+            "uri:{}",
+            pki::GOOD_IDENTITY
+        )]));
     request
 }
 
@@ -256,24 +277,32 @@ fn in_process(
     let state = tempfile::tempdir().unwrap();
     let file_guard = ForkGuard::open(&state.path().join("guard.sqlite")).unwrap();
     let memory_guard = ForkGuard::in_memory().unwrap();
-    for (name, guard, grow) in [
-        ("in-process/fork-guard-file-grow", &file_guard, true),
-        ("in-process/fork-guard-file-same", &file_guard, false),
-        ("in-process/fork-guard-memory-grow", &memory_guard, true),
+    let committed = |verdicts: signer_svc::error::Result<Vec<signer_svc::error::Result<()>>>| {
+        assert!(verdicts.unwrap().iter().all(Result::is_ok));
+    };
+    for (name, guard, grow, per_commit) in [
+        ("in-process/fork-guard-file-grow", &file_guard, true, 1),
+        ("in-process/fork-guard-file-same", &file_guard, false, 1),
+        ("in-process/fork-guard-memory-grow", &memory_guard, true, 1),
+        (
+            "in-process/fork-guard-file-grow-batch-64",
+            &file_guard,
+            true,
+            64,
+        ),
     ] {
         let mut logs = Logs::new(tree, name);
-        for request in logs.first() {
-            let (checkpoint, old, proof) = checkpoint(&request);
-            guard.check_and_record(&checkpoint, old, &proof).unwrap();
-        }
+        committed(guard.commit_blocking(logs.first().iter().map(proposal).collect()));
         group.bench_function(name.trim_start_matches("in-process/"), |b| {
             b.iter_custom(|iters| {
-                let batch: Vec<_> = logs.batch(iters, grow).iter().map(checkpoint).collect();
+                let commits: Vec<Vec<Proposal>> = (0..iters)
+                    .map(|_| logs.batch(per_commit, grow).iter().map(proposal).collect())
+                    .collect();
                 let start = Instant::now();
-                for (checkpoint, old, proof) in &batch {
-                    guard.check_and_record(checkpoint, *old, proof).unwrap();
+                for proposals in commits {
+                    committed(guard.commit_blocking(proposals));
                 }
-                record(name, iters, start.elapsed())
+                record(name, iters * per_commit, start.elapsed())
             });
         });
     }
@@ -395,8 +424,11 @@ fn grpc(c: &mut Criterion, runtime: &Runtime, tree: &Arc<Tree>, installation: &p
                 client.cosign_checkpoint(request).await.unwrap();
             }
         });
+        let transactions_before = runtime.block_on(transactions(&client));
+        let mut calls = 0;
         group.bench_function(name.trim_start_matches("grpc/"), |b| {
             b.iter_custom(|iters| {
+                calls += iters;
                 record(
                     name,
                     iters,
@@ -404,10 +436,120 @@ fn grpc(c: &mut Criterion, runtime: &Runtime, tree: &Arc<Tree>, installation: &p
                 )
             });
         });
+        let transactions = runtime.block_on(transactions(&client)) - transactions_before;
+        TRANSACTIONS
+            .lock()
+            .unwrap()
+            .insert(name, (calls, transactions));
+    }
+    for (name, size) in [
+        ("grpc/batch-1-grow", 1),
+        ("grpc/batch-16-grow", 16),
+        ("grpc/batch-64-grow", 64),
+        ("grpc/batch-256-grow", 256),
+    ] {
+        let mut logs = Logs::new(tree, name);
+        let mut client = client.clone();
+        runtime.block_on(async {
+            for request in logs.first() {
+                client.cosign_checkpoint(request).await.unwrap();
+            }
+        });
+        group.bench_function(name.trim_start_matches("grpc/"), |b| {
+            b.iter_custom(|iters| {
+                let batches: Vec<_> = (0..iters).map(|_| logs.batch(size, true)).collect();
+                runtime.block_on(async {
+                    let start = Instant::now();
+                    for items in batches {
+                        cosign_batch(&mut client, items).await;
+                    }
+                    record(name, iters * size, start.elapsed())
+                })
+            });
+        });
+    }
+    {
+        const NAME: &str = "grpc/batch-64-4-in-flight-grow";
+        const STREAMS: usize = 4;
+        let mut streams: Vec<Logs> = (0..STREAMS)
+            .map(|k| Logs::new(tree, &format!("{NAME}/{k}")))
+            .collect();
+        runtime.block_on(async {
+            let mut client = client.clone();
+            for logs in &mut streams {
+                for request in logs.first() {
+                    client.cosign_checkpoint(request).await.unwrap();
+                }
+            }
+        });
+        group.bench_function(NAME.trim_start_matches("grpc/"), |b| {
+            b.iter_custom(|iters| {
+                let work: Vec<Vec<Vec<pb::CosignCheckpointRequest>>> = streams
+                    .iter_mut()
+                    .map(|logs| (0..iters).map(|_| logs.batch(64, true)).collect())
+                    .collect();
+                let elapsed = runtime.block_on(async {
+                    let start = Instant::now();
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for batches in work {
+                        let mut client = client.clone();
+                        tasks.spawn(async move {
+                            for items in batches {
+                                cosign_batch(&mut client, items).await;
+                            }
+                        });
+                    }
+                    while let Some(task) = tasks.join_next().await {
+                        task.unwrap();
+                    }
+                    start.elapsed()
+                });
+                record(NAME, iters * 64 * STREAMS as u64, elapsed)
+            });
+        });
     }
     group.finish();
     drop(client);
     runtime.block_on(server.stop());
+}
+
+/// One `CosignCheckpoints` call whose every item must be cosigned.
+async fn cosign_batch(client: &mut SignerClient<Channel>, items: Vec<pb::CosignCheckpointRequest>) {
+    let count = items.len();
+    let results = client
+        .cosign_checkpoints(pb::CosignCheckpointsRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), count);
+    for result in results {
+        assert!(
+            matches!(
+                result.result,
+                Some(pb::cosign_checkpoint_result::Result::Cosigned(_))
+            ),
+            "{result:?}"
+        );
+    }
+}
+
+/// Calls and fork guard transactions of the concurrent single-call benchmarks.
+static TRANSACTIONS: Mutex<BTreeMap<&'static str, (u64, f64)>> = Mutex::new(BTreeMap::new());
+
+/// The fork guard's committed transactions so far, from the `Metrics` call.
+async fn transactions(client: &SignerClient<Channel>) -> f64 {
+    let text = client
+        .clone()
+        .metrics(pb::MetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .prometheus_text;
+    text.lines()
+        .find_map(|line| line.strip_prefix("signer_fork_guard_transactions_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -428,6 +570,34 @@ fn summary() {
         println!("  {name:<40} {us:>9.1} us {:>9.0} cosignatures/s", 1e6 / us);
     }
     let sign = "in-process/ed25519-cosignature-v1";
+    println!(
+        "cosignatures/s against the in-process signature bound (one Ed25519 signature per \
+         {:.1} us on one core = {:.0}/s; x2 for the two cores)",
+        micros(sign),
+        1e6 / micros(sign)
+    );
+    for name in [
+        "grpc/sequential-grow",
+        "grpc/16-in-flight-grow",
+        "grpc/batch-1-grow",
+        "grpc/batch-16-grow",
+        "grpc/batch-64-grow",
+        "grpc/batch-256-grow",
+        "grpc/batch-64-4-in-flight-grow",
+    ] {
+        let rate = 1e6 / micros(name);
+        println!(
+            "  {name:<36} {rate:>9.0}/s = {:>5.1}% of one core's bound, {:>5.1}% of two",
+            100.0 * rate * micros(sign) / 1e6,
+            50.0 * rate * micros(sign) / 1e6
+        );
+    }
+    for (name, (calls, transactions)) in TRANSACTIONS.lock().unwrap().iter() {
+        println!(
+            "  {name}: {calls} calls, {transactions} fork guard transactions ({:.1} calls per durable write)",
+            *calls as f64 / transactions
+        );
+    }
     println!("ratios (time per cosignature; the throughput ratio is the inverse)");
     for (a, b) in [
         ("grpc/sequential-grow", "in-process/service-grow"),

@@ -138,12 +138,22 @@ impl Config {
                 )));
             }
         }
-        if let Some(manifest) = &config.manifest
-            && !matches!(manifest.algorithm.as_str(), "ecdsa-p256" | "ed25519")
-        {
-            return Err(Error::Config(
-                "manifest.algorithm must be ecdsa-p256 or ed25519".into(),
-            ));
+        if let Some(manifest) = &config.manifest {
+            if !matches!(manifest.algorithm.as_str(), "ecdsa-p256" | "ed25519") {
+                return Err(Error::Config(
+                    "manifest.algorithm must be ecdsa-p256 or ed25519".into(),
+                ));
+            }
+            if let Some(long) = manifest
+                .payload_types
+                .iter()
+                .find(|t| t.is_empty() || t.len() > crate::dsse::MAX_PAYLOAD_TYPE_LEN)
+            {
+                return Err(Error::Config(format!(
+                    "manifest.payload_types entry {long:?} must be 1 to {} bytes",
+                    crate::dsse::MAX_PAYLOAD_TYPE_LEN
+                )));
+            }
         }
         Ok(config)
     }
@@ -180,5 +190,13 @@ ed25519 = { backend = "file", path = "ed.pem" }
         assert!(
             Config::parse(&MINIMAL.replace("backend = \"file\"", "backend = \"floppy\"")).is_err()
         );
+        let manifest = |types: &str| {
+            format!(
+                "{MINIMAL}[manifest]\nkey = {{ backend = \"file\", path = \"m.pem\" }}\npayload_types = {types}\n"
+            )
+        };
+        assert!(Config::parse(&manifest(&format!("[{:?}]", "t".repeat(255)))).is_ok());
+        assert!(Config::parse(&manifest(&format!("[{:?}]", "t".repeat(256)))).is_err());
+        assert!(Config::parse(&manifest("[\"\"]")).is_err());
     }
 }

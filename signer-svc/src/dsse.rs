@@ -16,6 +16,11 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// of a period; 4 MiB is tens of thousands of entries.
 pub const MAX_PAYLOAD_SIZE: usize = 4 << 20;
 
+/// The longest payload type: a media type, whose type and subtype names are at
+/// most 127 characters each (RFC 6838, section 4.2): 127 + 1 + 127. The
+/// configuration refuses longer allowlist entries, so no longer type is signed.
+pub const MAX_PAYLOAD_TYPE_LEN: usize = 255;
+
 /// Pre-Authentication Encoding.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(

@@ -28,9 +28,16 @@ pub enum Error {
     /// The DSSE payload type is not on the allowlist, or the payload is not one.
     #[error("payload refused: {reason}")]
     PayloadRefused { reason: &'static str },
+    /// The caller's client certificate is missing or does not verify.
+    #[error("client certificate refused: {0}")]
+    Unauthenticated(crate::tls::CertificateRefusal),
     /// The caller's certificate identity is not allowed.
     #[error("caller identity not allowed")]
     PermissionDenied,
+    /// The request message is over the server's decoding limit; tonic refused
+    /// it before any handler ran, and this is how the refusal is audited.
+    #[error("request message is over the {limit}-byte limit")]
+    TooLarge { limit: usize },
     /// A subtree request names a checkpoint this signer did not cosign.
     #[error("checkpoint is not cosigned by this signer")]
     NotCosignedByUs,
@@ -58,7 +65,9 @@ impl Error {
             Error::Fork { .. } => "fork",
             Error::Unproven(_) => "unproven",
             Error::PayloadRefused { .. } => "payload_refused",
+            Error::Unauthenticated(_) => "unauthenticated",
             Error::PermissionDenied => "permission_denied",
+            Error::TooLarge { .. } => "too_large",
             Error::NotCosignedByUs => "not_cosigned_by_us",
             Error::KeyNotConfigured(_) => "key_not_configured",
             Error::Backend(_) => "backend",
@@ -67,16 +76,12 @@ impl Error {
         }
     }
 
-    /// Whether this is a refusal of the fork guard (as opposed to bad input or a
-    /// failure), which gets the distinct `ABORTED` status.
-    pub fn is_fork_guard_refusal(&self) -> bool {
-        matches!(
-            self,
-            Error::OldSizeMismatch { .. }
-                | Error::Rollback { .. }
-                | Error::Fork { .. }
-                | Error::Unproven(_)
-        )
+    /// For an old-size mismatch, the size the signer last cosigned.
+    pub fn stored_size(&self) -> Option<u64> {
+        match self {
+            Error::OldSizeMismatch { stored, .. } => Some(*stored),
+            _ => None,
+        }
     }
 }
 
@@ -91,14 +96,17 @@ impl From<Error> for Status {
             Error::OldSizeMismatch { .. } => Code::FailedPrecondition,
             // Refusals of the fork guard are distinct from every other failure.
             Error::Rollback { .. } | Error::Fork { .. } | Error::Unproven(_) => Code::Aborted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied => Code::PermissionDenied,
+            // The code tonic answers an oversized message with.
+            Error::TooLarge { .. } => Code::OutOfRange,
             Error::NotCosignedByUs => Code::PermissionDenied,
             Error::KeyNotConfigured(_) => Code::Unimplemented,
             Error::Backend(_) | Error::State(_) => Code::Unavailable,
             Error::Config(_) => Code::Internal,
         };
         let mut status = Status::new(code, error.to_string());
-        if let Error::OldSizeMismatch { stored, .. } = error
+        if let Some(stored) = error.stored_size()
             && let Ok(value) = stored.to_string().parse()
         {
             status.metadata_mut().insert("x-stored-size", value);

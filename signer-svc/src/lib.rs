@@ -5,16 +5,21 @@
 //! mutual TLS 1.3, keeps keys in a file, a PKCS#11 token or Google Cloud KMS, and
 //! keeps its own durable record of what it cosigned, so that it refuses to cosign
 //! a rollback or a fork even when the witness service asking it is compromised.
+//! Checkpoints may be cosigned one per call or in batches, and concurrent calls
+//! share the fork guard's durable writes (group commit).
 //! [`run`] is the whole server; `main` and the tests call it.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod config;
+pub mod cosign;
 pub mod dsse;
+pub mod edge;
 pub mod error;
 pub mod fork_guard;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod service;
 pub mod tls;
@@ -30,8 +35,10 @@ use crate::error::{Error, Result};
 use crate::keys::{Algorithm, SigningKey};
 use crate::service::{CosigningKey, ManifestKey, SignerService};
 
-/// Loads a key from wherever the configuration says it lives.
-pub fn load_key(key: &KeyRef, algorithm: Algorithm) -> Result<Arc<dyn SigningKey>> {
+/// Loads a key from wherever the configuration says it lives. PKCS#11 start-up
+/// (module loading, login, self-test) runs on a blocking thread, and gcp-kms
+/// start-up is network I/O, so neither blocks the async runtime.
+pub async fn load_key(key: &KeyRef, algorithm: Algorithm) -> Result<Arc<dyn SigningKey>> {
     match key {
         KeyRef::File { path } => Ok(Arc::new(keys::file::FileKey::load(path, algorithm)?)),
         KeyRef::Pkcs11 {
@@ -39,52 +46,32 @@ pub fn load_key(key: &KeyRef, algorithm: Algorithm) -> Result<Arc<dyn SigningKey
             token_label,
             key_label,
             pin_file,
-        } => Ok(Arc::new(keys::pkcs11::Pkcs11Key::load(
-            module,
-            token_label,
-            key_label,
-            pin_file,
-            algorithm,
-        )?)),
-        KeyRef::GcpKms {
-            key_version,
-            endpoint,
         } => {
-            let connect =
-                keys::gcp_kms::GcpKmsKey::connect(key_version, endpoint.as_deref(), algorithm);
-            Ok(Arc::new(block_on_runtime(connect)?))
+            let (module, token_label, key_label, pin_file) = (
+                module.clone(),
+                token_label.clone(),
+                key_label.clone(),
+                pin_file.clone(),
+            );
+            let key = tokio::task::spawn_blocking(move || {
+                keys::pkcs11::Pkcs11Key::load(
+                    &module,
+                    &token_label,
+                    &key_label,
+                    &pin_file,
+                    algorithm,
+                )
+            })
+            .await
+            .map_err(|e| Error::Config(format!("PKCS#11 start-up failed: {e}")))??;
+            Ok(Arc::new(key))
         }
-    }
-}
-
-/// Runs a key backend's async start-up from the synchronous [`load_key`]: on a
-/// multi-threaded Tokio runtime it blocks this worker in place; elsewhere it
-/// refuses, pointing at [`load_key_async`] (a client built on a throwaway
-/// runtime would keep resources bound to that runtime).
-fn block_on_runtime<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(future))
-        }
-        _ => Err(Error::Config(
-            "gcp-kms keys need load_key_async, or load_key on a multi-threaded Tokio runtime"
-                .into(),
-        )),
-    }
-}
-
-/// Loads a key from wherever the configuration says it lives, without blocking
-/// the runtime on backends that start up over the network (gcp-kms).
-pub async fn load_key_async(key: &KeyRef, algorithm: Algorithm) -> Result<Arc<dyn SigningKey>> {
-    match key {
         KeyRef::GcpKms {
             key_version,
             endpoint,
         } => Ok(Arc::new(
             keys::gcp_kms::GcpKmsKey::connect(key_version, endpoint.as_deref(), algorithm).await?,
         )),
-        other => load_key(other, algorithm),
     }
 }
 
@@ -103,20 +90,17 @@ fn manifest_algorithm(manifest: &config::ManifestConfig) -> Algorithm {
     }
 }
 
-/// Builds the service from its configuration: loads every key (with
-/// [`load_key_async`], so network-backed keys do not block the runtime) and opens
-/// the fork guard's record and the audit log.
+/// Builds the service from its configuration: loads every key and opens the
+/// fork guard's record and the audit log.
 pub async fn build_service(config: &Config) -> Result<SignerService> {
     let keys = LoadedKeys {
-        ed25519: load_key_async(&config.cosigner.ed25519, Algorithm::Ed25519).await?,
+        ed25519: load_key(&config.cosigner.ed25519, Algorithm::Ed25519).await?,
         ml_dsa_44: match &config.cosigner.ml_dsa_44 {
-            Some(key) => Some(load_key_async(key, Algorithm::MlDsa44).await?),
+            Some(key) => Some(load_key(key, Algorithm::MlDsa44).await?),
             None => None,
         },
         manifest: match &config.manifest {
-            Some(manifest) => {
-                Some(load_key_async(&manifest.key, manifest_algorithm(manifest)).await?)
-            }
+            Some(manifest) => Some(load_key(&manifest.key, manifest_algorithm(manifest)).await?),
             None => None,
         },
     };
@@ -145,14 +129,15 @@ fn assemble_service(config: &Config, keys: LoadedKeys) -> Result<SignerService> 
         }
         _ => None,
     };
+    let guard = Arc::new(fork_guard::ForkGuard::open(&config.state_path)?);
     Ok(SignerService {
         name: name.clone(),
         ed25519,
         ml_dsa_44,
         manifest,
-        guard: Arc::new(fork_guard::ForkGuard::open(&config.state_path)?),
+        metrics: Arc::new(metrics::Metrics::new(guard.counters())?),
+        guard,
         audit: Arc::new(audit::AuditLog::open(config.audit_log.as_deref())?),
-        metrics: Arc::new(metrics::Metrics::new()?),
         allowed_identities: config.tls.allowed_identities.clone(),
     })
 }
@@ -164,16 +149,32 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    use witness_proto::signer::signer_server::SignerServer;
+
     let service = Arc::new(build_service(config).await?);
     let tls = tls::server_config(&config.tls)?;
     let incoming = tls::incoming(listener, tls, service.audit.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<witness_proto::signer::signer_server::SignerServer<SignerService>>()
+        .set_serving::<SignerServer<SignerService>>()
         .await;
+    let (audit, metrics) = (service.audit.clone(), service.metrics.clone());
     tonic::transport::Server::builder()
+        // Outermost, around the whole router: no service code, not even the
+        // decoding of a request, runs for a caller whose client certificate
+        // did not verify (see `edge`).
+        .layer(edge::AuthenticateLayer {
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        })
+        // Around the router, to see every service's refusals of oversized
+        // requests, which tonic makes before any handler runs.
+        .layer(edge::AuditTooLargeLayer { audit, metrics })
         .add_service(health_service)
-        .add_service(witness_proto::signer::signer_server::SignerServer::from_arc(service))
+        .add_service(
+            SignerServer::from_arc(service)
+                .max_decoding_message_size(limits::MAX_REQUEST_MESSAGE_SIZE),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Backend(format!("gRPC server: {e}")))

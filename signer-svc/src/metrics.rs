@@ -2,13 +2,15 @@
 //! text format through the `Metrics` call (so a scrape travels over the same
 //! mutual TLS as every other call).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _, ObservableCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 use crate::error::{Error, Result};
+use crate::fork_guard::CommitCounters;
 
 /// Instruments of the signer.
 pub struct Metrics {
@@ -18,11 +20,15 @@ pub struct Metrics {
     operations: Counter<u64>,
     refusals: Counter<u64>,
     signing_seconds: Histogram<f64>,
+    // Read from the fork guard's writer at each scrape; kept with the provider.
+    _guard_transactions: ObservableCounter<u64>,
+    _guard_records: ObservableCounter<u64>,
 }
 
 impl Metrics {
-    /// A fresh set of instruments with its own registry.
-    pub fn new() -> Result<Metrics> {
+    /// A fresh set of instruments with its own registry, observing the fork
+    /// guard's commits through `guard`.
+    pub fn new(guard: Arc<CommitCounters>) -> Result<Metrics> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -50,6 +56,22 @@ impl Metrics {
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                     0.5, 1.0,
                 ])
+                .build(),
+            _guard_transactions: {
+                let guard = guard.clone();
+                meter
+                    .u64_observable_counter("signer_fork_guard_transactions")
+                    .with_description(
+                        "Fork guard transactions committed (one durable write each, shared by \
+                         the calls of a group commit)",
+                    )
+                    .with_callback(move |observer| observer.observe(guard.transactions(), &[]))
+                    .build()
+            },
+            _guard_records: meter
+                .u64_observable_counter("signer_fork_guard_records")
+                .with_description("Checkpoints recorded by the fork guard")
+                .with_callback(move |observer| observer.observe(guard.records(), &[]))
                 .build(),
             _provider: provider,
         })

@@ -1,29 +1,28 @@
 //! The gRPC `Signer` service: typed signing calls only. Each call checks the
 //! caller's certificate identity against the allowlist, validates its fields
 //! into core types, builds the exact bytes to sign itself, and writes one audit
-//! line whatever the outcome.
+//! line whatever the outcome (one per item of a batch). Callers without a
+//! verified certificate never get here: the edge layer refuses them.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use witness_core::checkpoint::{Checkpoint, verify_checkpoint};
-use witness_core::cosignature::{cosignature_v1_message, subtree_v1_message};
-use witness_core::merkle::{Hash, MAX_PROOF_HASHES};
-use witness_core::note::{NoteSignature, SignatureType, VerifierKey};
+use witness_core::checkpoint::verify_checkpoint;
+use witness_core::cosignature::subtree_v1_message;
+use witness_core::merkle::Hash;
+use witness_core::note::{SignatureType, VerifierKey};
 use witness_proto::signer as pb;
 
 use crate::audit::{AuditEntry, AuditLog};
+use crate::cosign::hashes;
 use crate::dsse;
 use crate::error::{Error, Result};
-use crate::fork_guard::{self, ForkGuard};
+use crate::fork_guard::ForkGuard;
 use crate::keys::{self, Algorithm, SigningKey};
+use crate::limits::MAX_BATCH_ITEMS;
 use crate::metrics::Metrics;
 use crate::tls::PeerIdentity;
-
-/// The longest origin accepted: the ML-DSA-44 cosigned message length-prefixes
-/// the origin with one byte, and one limit for every key keeps behaviour uniform.
-pub const MAX_ORIGIN_LEN: usize = 255;
 
 /// A cosigning key with the note key ID it signs under.
 pub struct CosigningKey {
@@ -69,70 +68,57 @@ pub struct SignerService {
     pub allowed_identities: Vec<String>,
 }
 
-fn now_seconds() -> Result<u64> {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| Error::Backend("clock is before 1970".into()))?
-        .as_secs();
-    // A cosignature's timestamp is never zero (tlog-witness).
-    if seconds == 0 {
-        return Err(Error::Backend("clock reads zero".into()));
-    }
-    Ok(seconds)
-}
-
-fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>> {
-    if raw.len() > MAX_PROOF_HASHES {
-        return Err(Error::BadField {
-            reason: "proof has more than 63 hashes",
-        });
-    }
-    raw.iter()
-        .map(|h| Hash::from_slice(h).map_err(Error::InvalidRequest))
-        .collect()
-}
-
-fn checkpoint_from(request: &pb::CosignCheckpointRequest) -> Result<Checkpoint> {
-    if request.origin.len() > MAX_ORIGIN_LEN {
-        return Err(Error::BadField {
-            reason: "origin is longer than 255 bytes",
-        });
-    }
-    let root = Hash::from_slice(&request.root_hash)?;
-    Ok(Checkpoint::new(
-        &request.origin,
-        request.size,
-        root,
-        request.extension_lines.clone(),
-    )?)
-}
-
 impl SignerService {
-    /// The caller's allowlisted identity.
+    /// The caller's allowlisted identity. The edge layer already refused
+    /// callers whose certificate did not verify; they are refused here too.
     fn caller<T>(&self, request: &Request<T>) -> Result<String> {
-        request
-            .extensions()
-            .get::<PeerIdentity>()
-            .and_then(|peer| {
-                peer.identities
-                    .iter()
-                    .find(|id| self.allowed_identities.contains(id))
-            })
+        let Some(peer) = request.extensions().get::<PeerIdentity>() else {
+            return Err(Error::Unauthenticated(
+                crate::tls::CertificateRefusal::NoCertificate,
+            ));
+        };
+        let identities = peer
+            .certificate
+            .as_ref()
+            .map_err(|refusal| Error::Unauthenticated(refusal.clone()))?;
+        identities
+            .iter()
+            .find(|id| self.allowed_identities.contains(id))
             .cloned()
             .ok_or(Error::PermissionDenied)
     }
 
     /// Whom the audit log names: the allowlisted identity, or else every
-    /// identity the refused caller's certificate presented.
+    /// verified identity of the refused caller's certificate.
     fn audit_caller<T>(&self, request: &Request<T>, caller: &Result<String>) -> Option<String> {
         match caller {
             Ok(identity) => Some(identity.clone()),
             Err(_) => request
                 .extensions()
                 .get::<PeerIdentity>()
-                .map(|peer| peer.identities.join(","))
+                .and_then(|peer| peer.certificate.as_ref().ok())
+                .map(|identities| identities.join(","))
                 .filter(|identities| !identities.is_empty()),
         }
+    }
+
+    /// The Ed25519 cosigning key's note key ID, as the audit log names it.
+    fn cosign_key_id(&self) -> String {
+        format!("{:08x}", self.ed25519.verifier.key_id())
+    }
+
+    /// Writes a call's audit line and counts it, and turns its result into the
+    /// gRPC answer.
+    fn finish<T>(
+        &self,
+        entry: &AuditEntry<'_>,
+        key: &'static str,
+        result: Result<T>,
+    ) -> Result<Response<T>, Status> {
+        self.audit.record(entry, result.as_ref().map(|_| ()));
+        self.metrics
+            .operation(entry.operation, key, result.as_ref().map(|_| ()));
+        Ok(Response::new(result?))
     }
 
     async fn sign_timed(&self, key: &dyn SigningKey, message: &[u8]) -> Result<Vec<u8>> {
@@ -141,58 +127,6 @@ impl SignerService {
         self.metrics
             .signing(key.algorithm().label(), started.elapsed());
         signature
-    }
-
-    async fn cosign(
-        &self,
-        request: &pb::CosignCheckpointRequest,
-    ) -> Result<pb::CosignCheckpointResponse> {
-        let checkpoint = checkpoint_from(request)?;
-        let proof = hashes(&request.consistency_proof)?;
-        // A first, non-binding check spares the key backend from signing what
-        // will be refused; the binding check is the transaction below.
-        let guard = self.guard.clone();
-        let origin = checkpoint.origin().to_owned();
-        let record = tokio::task::spawn_blocking(move || guard.record(&origin))
-            .await
-            .map_err(|e| Error::State(e.to_string()))??;
-        fork_guard::check(record, &checkpoint, request.old_size, &proof)?;
-
-        let timestamp = now_seconds()?;
-        let mut lines = Vec::new();
-        let message = cosignature_v1_message(timestamp, &checkpoint.to_text());
-        let signature = self.sign_timed(self.ed25519.key.as_ref(), &message).await?;
-        lines.push(self.line(&self.ed25519, timestamp, signature)?);
-        if let Some(ml_dsa) = &self.ml_dsa_44 {
-            let message = subtree_v1_message(
-                &self.name,
-                timestamp,
-                checkpoint.origin(),
-                0,
-                checkpoint.size(),
-                checkpoint.root_hash(),
-            )?;
-            let signature = self.sign_timed(ml_dsa.key.as_ref(), &message).await?;
-            lines.push(self.line(ml_dsa, timestamp, signature)?);
-        }
-
-        // Store before revealing: the record is checked again and updated in one
-        // durable transaction, and only then do the signatures leave.
-        let guard = self.guard.clone();
-        let old_size = request.old_size;
-        tokio::task::spawn_blocking(move || guard.check_and_record(&checkpoint, old_size, &proof))
-            .await
-            .map_err(|e| Error::State(e.to_string()))??;
-        Ok(pb::CosignCheckpointResponse {
-            signature_lines: lines,
-            timestamp,
-        })
-    }
-
-    fn line(&self, key: &CosigningKey, timestamp: u64, signature: Vec<u8>) -> Result<String> {
-        let mut blob = timestamp.to_be_bytes().to_vec();
-        blob.extend_from_slice(&signature);
-        Ok(NoteSignature::new(&self.name, key.verifier.key_id(), blob)?.to_line())
     }
 
     async fn sign_subtree(
@@ -296,6 +230,28 @@ impl SignerService {
     }
 }
 
+/// A batch item's result on the wire.
+fn item_result(result: Result<pb::CosignCheckpointResponse>) -> pb::CosignCheckpointResult {
+    use pb::cosign_checkpoint_result::Result as Outcome;
+    let outcome = match result {
+        Ok(cosigned) => Outcome::Cosigned(cosigned),
+        Err(error) => {
+            let reason = error.kind().to_owned();
+            let stored_size = error.stored_size();
+            let status = Status::from(error);
+            Outcome::Error(pb::CosignCheckpointError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                reason,
+                stored_size,
+            })
+        }
+    };
+    pb::CosignCheckpointResult {
+        result: Some(outcome),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::signer_server::Signer for SignerService {
     async fn cosign_checkpoint(
@@ -305,25 +261,91 @@ impl pb::signer_server::Signer for SignerService {
         let caller = self.caller(&request);
         let audit_caller = self.audit_caller(&request, &caller);
         let body = request.get_ref();
-        let result = match &caller {
-            Ok(_) => self.cosign(body).await,
-            Err(_) => Err(Error::PermissionDenied),
+        let result = match caller {
+            Ok(_) => self
+                .cosign_all(std::slice::from_ref(body))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(Error::State("no result for the checkpoint".into()))),
+            Err(error) => Err(error),
         };
-        let key_id = format!("{:08x}", self.ed25519.verifier.key_id());
-        self.audit.record(
+        self.finish(
             &AuditEntry {
                 operation: "cosign_checkpoint",
                 origin: Some(&body.origin),
                 size: Some(body.size),
                 root: Some(hex::encode(&body.root_hash)),
-                key_id: Some(key_id),
+                key_id: Some(self.cosign_key_id()),
                 caller: audit_caller.as_deref(),
+                ..AuditEntry::default()
             },
-            result.as_ref().map(|_| ()),
+            "cosign",
+            result,
+        )
+    }
+
+    async fn cosign_checkpoints(
+        &self,
+        request: Request<pb::CosignCheckpointsRequest>,
+    ) -> Result<Response<pb::CosignCheckpointsResponse>, Status> {
+        const OPERATION: &str = "cosign_checkpoints";
+        let caller = self.caller(&request);
+        let audit_caller = self.audit_caller(&request, &caller);
+        let items = &request.get_ref().items;
+        let key_id = self.cosign_key_id();
+        fn item_entry<'a>(
+            item: &'a pb::CosignCheckpointRequest,
+            key_id: &str,
+            caller: Option<&'a str>,
+        ) -> AuditEntry<'a> {
+            AuditEntry {
+                operation: OPERATION,
+                origin: Some(&item.origin),
+                size: Some(item.size),
+                root: Some(hex::encode(&item.root_hash)),
+                key_id: Some(key_id.to_owned()),
+                caller,
+                ..AuditEntry::default()
+            }
+        }
+        let entry = |item| item_entry(item, &key_id, audit_caller.as_deref());
+        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+            // One line for the call: its items are not looked at.
+            let error = Error::BadField {
+                reason: "a batch has 1 to 512 items",
+            };
+            let entry = AuditEntry {
+                operation: OPERATION,
+                caller: audit_caller.as_deref(),
+                ..AuditEntry::default()
+            };
+            return self.finish(&entry, "cosign", Err(error));
+        }
+        let results = match caller {
+            Ok(_) => self.cosign_all(items).await,
+            Err(error) => {
+                // The whole call is refused; each item is on record as refused.
+                self.audit
+                    .record_all(items.iter().map(|item| (entry(item), Err(&error))));
+                for _ in items {
+                    self.metrics.operation(OPERATION, "cosign", Err(&error));
+                }
+                return Err(error.into());
+            }
+        };
+        self.audit.record_all(
+            items
+                .iter()
+                .zip(&results)
+                .map(|(item, result)| (entry(item), result.as_ref().map(|_| ()))),
         );
-        self.metrics
-            .operation("cosign_checkpoint", "cosign", result.as_ref().map(|_| ()));
-        Ok(Response::new(result?))
+        for result in &results {
+            self.metrics
+                .operation(OPERATION, "cosign", result.as_ref().map(|_| ()));
+        }
+        Ok(Response::new(pb::CosignCheckpointsResponse {
+            results: results.into_iter().map(item_result).collect(),
+        }))
     }
 
     async fn sign_subtree(
@@ -333,11 +355,11 @@ impl pb::signer_server::Signer for SignerService {
         let caller = self.caller(&request);
         let audit_caller = self.audit_caller(&request, &caller);
         let body = request.get_ref();
-        let result = match &caller {
+        let result = match caller {
             Ok(_) => SignerService::sign_subtree(self, body).await,
-            Err(_) => Err(Error::PermissionDenied),
+            Err(error) => Err(error),
         };
-        self.audit.record(
+        self.finish(
             &AuditEntry {
                 operation: "sign_subtree",
                 size: Some(body.end),
@@ -345,11 +367,9 @@ impl pb::signer_server::Signer for SignerService {
                 caller: audit_caller.as_deref(),
                 ..AuditEntry::default()
             },
-            result.as_ref().map(|_| ()),
-        );
-        self.metrics
-            .operation("sign_subtree", "cosign", result.as_ref().map(|_| ()));
-        Ok(Response::new(result?))
+            "cosign",
+            result,
+        )
     }
 
     async fn sign_manifest(
@@ -359,37 +379,56 @@ impl pb::signer_server::Signer for SignerService {
         let caller = self.caller(&request);
         let audit_caller = self.audit_caller(&request, &caller);
         let body = request.get_ref();
-        let result = match &caller {
+        let result = match caller {
             Ok(_) => SignerService::sign_manifest(self, body).await,
-            Err(_) => Err(Error::PermissionDenied),
+            Err(error) => Err(error),
         };
-        self.audit.record(
+        self.finish(
             &AuditEntry {
                 operation: "sign_manifest",
                 key_id: self.manifest.as_ref().map(|m| m.key_id.clone()),
                 caller: audit_caller.as_deref(),
                 ..AuditEntry::default()
             },
-            result.as_ref().map(|_| ()),
-        );
-        self.metrics
-            .operation("sign_manifest", "manifest", result.as_ref().map(|_| ()));
-        Ok(Response::new(result?))
+            "manifest",
+            result,
+        )
     }
 
     async fn public_keys(
         &self,
         request: Request<pb::PublicKeysRequest>,
     ) -> Result<Response<pb::PublicKeysResponse>, Status> {
-        self.caller(&request)?;
-        Ok(Response::new(SignerService::public_keys(self)))
+        let caller = self.caller(&request);
+        let audit_caller = self.audit_caller(&request, &caller);
+        let result = caller.map(|_| SignerService::public_keys(self));
+        self.finish(
+            &AuditEntry {
+                operation: "public_keys",
+                caller: audit_caller.as_deref(),
+                ..AuditEntry::default()
+            },
+            "none",
+            result,
+        )
     }
 
     async fn metrics(
         &self,
         request: Request<pb::MetricsRequest>,
     ) -> Result<Response<pb::MetricsResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request);
+        let audit_caller = self.audit_caller(&request, &caller);
+        // Audited and counted before rendering, so the scrape includes itself.
+        let entry = AuditEntry {
+            operation: "metrics",
+            caller: audit_caller.as_deref(),
+            ..AuditEntry::default()
+        };
+        self.audit.record(&entry, caller.as_ref().map(|_| ()));
+        self.metrics
+            .operation("metrics", "none", caller.as_ref().map(|_| ()));
+        caller?;
         Ok(Response::new(pb::MetricsResponse {
             prometheus_text: self.metrics.render(),
         }))

@@ -34,7 +34,7 @@ async fn ed25519_key_passes_the_backend_suite() {
     let fake = FakeKms::start().await;
     let name = key_version("cosigner", 1);
     let public = fake.add_key(&name, KeyAlgorithm::Ed25519);
-    let key = signer_svc::load_key_async(&key_ref(&fake, &name), Algorithm::Ed25519)
+    let key = signer_svc::load_key(&key_ref(&fake, &name), Algorithm::Ed25519)
         .await
         .unwrap();
     assert_eq!(key.public_key(), public.as_slice());
@@ -44,7 +44,7 @@ async fn ed25519_key_passes_the_backend_suite() {
         1,
         "the public key is fetched once, at load"
     );
-    assert_eq!(fake.sign_requests(), 3 + 16);
+    assert_eq!(fake.sign_requests(), 3 + 16 + 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,39 +52,11 @@ async fn p256_key_passes_the_backend_suite() {
     let fake = FakeKms::start().await;
     let name = key_version("manifest", 3);
     let public = fake.add_key(&name, KeyAlgorithm::EcdsaP256);
-    let key = signer_svc::load_key_async(&key_ref(&fake, &name), Algorithm::EcdsaP256)
+    let key = signer_svc::load_key(&key_ref(&fake, &name), Algorithm::EcdsaP256)
         .await
         .unwrap();
     assert_eq!(key.public_key(), public.as_slice());
     support::check_backend(key, Algorithm::EcdsaP256).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_load_key_works_on_a_multi_threaded_runtime() {
-    let fake = FakeKms::start().await;
-    let name = key_version("cosigner", 2);
-    let public = fake.add_key(&name, KeyAlgorithm::Ed25519);
-    let key = signer_svc::load_key(&key_ref(&fake, &name), Algorithm::Ed25519).unwrap();
-    assert_eq!(key.public_key(), public.as_slice());
-    let signature = key.sign(b"message").await.unwrap();
-    assert!(support::verify(
-        Algorithm::Ed25519,
-        &public,
-        b"message",
-        &signature
-    ));
-}
-
-#[tokio::test]
-async fn sync_load_key_on_a_current_thread_runtime_points_at_the_async_loader() {
-    let fake = FakeKms::start().await;
-    let name = key_version("cosigner", 2);
-    fake.add_key(&name, KeyAlgorithm::Ed25519);
-    let error = signer_svc::load_key(&key_ref(&fake, &name), Algorithm::Ed25519)
-        .err()
-        .unwrap();
-    assert_eq!(error.kind(), "config");
-    assert!(error.to_string().contains("load_key_async"), "{error}");
 }
 
 #[tokio::test]
@@ -193,7 +165,7 @@ async fn key_algorithm_must_match_the_configuration() {
 async fn ml_dsa_44_is_not_offered() {
     let fake = FakeKms::start().await;
     let name = key_version("subtree", 1);
-    let error = signer_svc::load_key_async(&key_ref(&fake, &name), Algorithm::MlDsa44)
+    let error = signer_svc::load_key(&key_ref(&fake, &name), Algorithm::MlDsa44)
         .await
         .err()
         .unwrap();

@@ -358,49 +358,56 @@ async fn softhsm2_cases() {
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &dir.join("wrong-pin")),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["PIN", "incorrect"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &dir.join("readable-pin")),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["readable-pin", "644"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &dir.join("empty-pin")),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["empty"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &dir.join("missing-pin")),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["missing-pin"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, "no-such-token", keys.ed25519, &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["no-such-token", TOKEN, OTHER_TOKEN],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&dir.join("no-such-module.so"), TOKEN, keys.ed25519, &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["no-such-module.so"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, "no-such-key", &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["no-such-key", "no private key"],
     );
     // The key is on the other token only.
@@ -408,32 +415,36 @@ async fn softhsm2_cases() {
         signer_svc::load_key(
             &key_ref(&module, OTHER_TOKEN, keys.ed25519, &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &[OTHER_TOKEN, "no private key"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &pin),
             Algorithm::MlDsa44,
-        ),
+        )
+        .await,
         &["ML-DSA-44", "not supported"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.p256, &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &[keys.p256, "is an ecdsa-p256 key", "expects ed25519"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, keys.ed25519, &pin),
             Algorithm::EcdsaP256,
-        ),
+        )
+        .await,
         &[keys.ed25519, "is an ed25519 key", "expects ecdsa-p256"],
     );
     refused(
-        signer_svc::load_key(&key_ref(&module, TOKEN, "p384", &pin), Algorithm::EcdsaP256),
+        signer_svc::load_key(&key_ref(&module, TOKEN, "p384", &pin), Algorithm::EcdsaP256).await,
         &[
             "p384",
             "an EC key on a curve other than P-256",
@@ -444,21 +455,24 @@ async fn softhsm2_cases() {
         signer_svc::load_key(
             &key_ref(&module, TOKEN, "mismatched", &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["mismatched", "not one key pair"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, "duplicate", &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["duplicate", "unique"],
     );
     refused(
         signer_svc::load_key(
             &key_ref(&module, TOKEN, "no-public", &pin),
             Algorithm::Ed25519,
-        ),
+        )
+        .await,
         &["no-public", "no public key"],
     );
 
@@ -468,11 +482,13 @@ async fn softhsm2_cases() {
         &key_ref(&module, TOKEN, keys.ed25519, &pin),
         Algorithm::Ed25519,
     )
+    .await
     .unwrap();
     let p256 = signer_svc::load_key(
         &key_ref(&module, TOKEN, keys.p256, &dir.join("pin-crlf")),
         Algorithm::EcdsaP256,
     )
+    .await
     .unwrap();
     assert_eq!(ed25519.public_key().len(), 32);
     assert!(signer_svc::keys::public_key_pem(ed25519.as_ref()).is_some());
@@ -508,5 +524,67 @@ async fn softhsm2_cases() {
         let named =
             Pkcs11Key::load(&module, TOKEN, "named-ed25519", &pin, Algorithm::Ed25519).unwrap();
         support::check_backend(Arc::new(named), Algorithm::Ed25519).await;
+    }
+
+    // The token logs the application out (here through another session of
+    // this process: the login belongs to the application, not to a session).
+    // SoftHSM2 then also drops the handles of private objects, so the keys
+    // must log in again and find their key objects again.
+    let slot = provisioning
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| provisioning.get_token_info(*slot).unwrap().label() == TOKEN)
+        .unwrap();
+    let intruder = provisioning.open_ro_session(slot).unwrap();
+    intruder.logout().unwrap();
+    signs_again(&[&ed25519, &p256], "after a logout").await;
+    drop(intruder);
+
+    // The token goes away and comes back: the library is finalised (every
+    // session closed, every handle void) and initialised again. While it is
+    // away, signing fails cleanly; once it is back, the keys open new
+    // sessions, log in again and sign.
+    provisioning.finalize().unwrap();
+    for key in [&ed25519, &p256] {
+        let error = key.sign(b"while the token is away").await.unwrap_err();
+        assert_eq!(error.kind(), "backend", "{error}");
+        println!("refused as expected while the token is away: {error}");
+    }
+    let back = Pkcs11::new(&module).unwrap();
+    back.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    signs_again(&[&ed25519, &p256], "after the token came back").await;
+}
+
+/// 16 concurrent signatures over the keys (calls racing to log in again must
+/// not trip over each other), then one more from each key; every signature
+/// verifies.
+async fn signs_again(keys: &[&Arc<dyn SigningKey>], when: &str) {
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let key = Arc::clone(keys[i as usize % keys.len()]);
+        let when = when.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let message = format!("{i} signed {when}").into_bytes();
+            let signature = key
+                .sign(&message)
+                .await
+                .unwrap_or_else(|e| panic!("no signature {when}: {e}"));
+            support::verify(key.algorithm(), key.public_key(), &message, &signature)
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    for key in keys {
+        let message = format!("signed {when}").into_bytes();
+        let signature = key.sign(&message).await.unwrap();
+        assert!(support::verify(
+            key.algorithm(),
+            key.public_key(),
+            &message,
+            &signature
+        ));
     }
 }

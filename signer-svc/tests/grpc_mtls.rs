@@ -20,7 +20,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use signer_svc::dsse::MAX_PAYLOAD_SIZE;
 use signer_svc::keys::Algorithm;
+use signer_svc::limits::{MAX_BATCH_ITEMS, MAX_REQUEST_MESSAGE_SIZE};
 use support::pki::{COSIGNER_NAME, ClientCert, GOOD_IDENTITY, Installation, Keys, Server};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -31,6 +33,7 @@ use witness_core::merkle::{
 };
 use witness_core::note::{SignatureType, VerifierKey, parse_note, verify_note};
 use witness_proto::signer as pb;
+use witness_proto::signer::cosign_checkpoint_result::Result as Outcome;
 use witness_proto::signer::signer_client::SignerClient;
 
 type Client = SignerClient<Channel>;
@@ -337,17 +340,36 @@ fn audit_lines(installation: &Installation) -> Vec<Value> {
         .collect()
 }
 
+/// Whether an audit line is an observer's own `Metrics` scrape (the tests
+/// count signatures through it), which every check of "what was audited"
+/// leaves out.
+fn is_observation(line: &Value) -> bool {
+    line["operation"] == "metrics" && line["result"] == "ok"
+}
+
+/// The audit lines after the first `from`, without observers' scrapes.
+fn audit_lines_since(installation: &Installation, from: usize) -> Vec<Value> {
+    audit_lines(installation)
+        .split_off(from)
+        .into_iter()
+        .filter(|line| !is_observation(line))
+        .collect()
+}
+
 /// What a refusal must leave as it was.
 struct Before {
     record: BTreeMap<String, (i64, Vec<u8>)>,
+    metrics: String,
     signatures: f64,
     audit: usize,
 }
 
 async fn before(installation: &Installation, observer: &mut Client) -> Before {
+    let metrics = metrics_text(observer).await;
     Before {
         record: guard_record(installation),
-        signatures: metric(&metrics_text(observer).await, SIGNATURES_MADE, &[]),
+        signatures: metric(&metrics, SIGNATURES_MADE, &[]),
+        metrics,
         audit: audit_lines(installation).len(),
     }
 }
@@ -370,9 +392,9 @@ async fn unchanged_and_audited(
     assert_eq!(signatures, before.signatures, "something was signed");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let lines = audit_lines(installation);
-        if lines.len() > before.audit {
-            return lines[before.audit..].to_vec();
+        let lines = audit_lines_since(installation, before.audit);
+        if !lines.is_empty() {
+            return lines;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -444,6 +466,8 @@ enum Caller {
     UntrustedCa,
     Expired,
     WrongIdentity,
+    /// The allowed caller's certificate, without its private key.
+    StolenCertificate,
     Plaintext,
     Tls12Only,
 }
@@ -455,6 +479,69 @@ enum Failure {
     Status(Status),
     /// The connection or the call failed at the transport.
     Transport(String),
+}
+
+/// Presents a certificate with a private key that is not its own, as a client
+/// that copied someone's certificate would.
+#[derive(Debug)]
+struct StolenCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for StolenCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn stolen_certificate_client(installation: &Installation) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = &installation.pki;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let certificate = CertificateDer::from_pem_slice(pki.good.cert_pem.as_bytes()).unwrap();
+    // A valid key of the same type, belonging to another certificate.
+    let key = PrivateKeyDer::from_pem_slice(pki.wrong_identity.key_pem.as_bytes()).unwrap();
+    let key = provider.key_provider.load_private_key(key).unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(vec![certificate], key);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(StolenCertificate(Arc::new(stolen))));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// A TLS handshake with a raw rustls client, then one read: a server that
+/// refused the handshake answers with an alert (the client may complete its
+/// side of a TLS 1.3 handshake before the server checks its certificate).
+async fn raw_handshake(server: &Server, config: rustls::ClientConfig) -> Failure {
+    use tokio::io::AsyncReadExt as _;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    match connector.connect(name, tcp).await {
+        Ok(mut tls) => {
+            let mut buffer = [0u8; 64];
+            match tls.read(&mut buffer).await {
+                Ok(0) => Failure::Transport("connection closed".into()),
+                Ok(_) => panic!("the server spoke to a client it should have refused"),
+                Err(error) => Failure::Transport(format!("read: {error}")),
+            }
+        }
+        Err(error) => Failure::Transport(format!("handshake: {error}")),
+    }
 }
 
 async fn attempt(
@@ -474,9 +561,16 @@ async fn attempt(
             .await
         {
             Ok(response) => panic!("{caller:?} got cosignatures: {response:?}"),
-            // A status the service itself produced has no transport error as its
-            // source; a failed handshake surfaces as UNAVAILABLE/UNKNOWN with one.
-            Err(status) if status.code() == Code::PermissionDenied => Failure::Status(status),
+            // Statuses the signer itself produces for refused callers; a failed
+            // handshake surfaces as UNAVAILABLE/UNKNOWN from the transport.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
+                Failure::Status(status)
+            }
             Err(status) => Failure::Transport(format!("call: {status:?}")),
         }
     };
@@ -488,21 +582,35 @@ async fn attempt(
         Caller::UntrustedCa => via_tonic(tls(Some(&pki.untrusted))).await,
         Caller::Expired => via_tonic(tls(Some(&pki.expired))).await,
         Caller::WrongIdentity => via_tonic(tls(Some(&pki.wrong_identity))).await,
+        Caller::StolenCertificate => {
+            raw_handshake(server, stolen_certificate_client(installation)).await
+        }
         Caller::Plaintext => {
             via_tonic(Endpoint::from_shared(format!("http://{}", server.addr))).await
         }
+        // A valid, allowlisted certificate, but only TLS 1.2 on offer.
         Caller::Tls12Only => {
-            // A valid, allowlisted certificate, but only TLS 1.2 on offer.
-            let config = pki.rustls_client(&pki.good, &[&rustls::version::TLS12]);
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-            let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            match connector.connect(name, tcp).await {
-                Ok(_) => panic!("a TLS 1.2 handshake succeeded"),
-                Err(error) => Failure::Transport(format!("handshake: {error}")),
-            }
+            raw_handshake(
+                server,
+                pki.rustls_client(&pki.good, &[&rustls::version::TLS12]),
+            )
+            .await
         }
     }
+}
+
+/// What a refused caller must get.
+enum Expected {
+    /// This status, with a message containing every one of these, and one
+    /// audit line with this result and this claimed identity.
+    Status(
+        Code,
+        &'static [&'static str],
+        &'static str,
+        Option<&'static str>,
+    ),
+    /// A refused handshake, audited with a reason containing one of these.
+    Handshake(&'static [&'static str]),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,58 +625,110 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
     let growth = request(ORIGIN, &leaves, 9, 4);
     let first = request("example.com/other-log", &leaves, 3, 0);
 
-    // (caller, the handshake refusal's reason must contain one of these)
-    let cases: [(Caller, &[&str]); 6] = [
+    let good = "uri:spiffe://witness/core";
+    let cases: [(Caller, Expected); 7] = [
         (
             Caller::NoCertificate,
-            &[
-                "NoCertificatesPresented",
-                "no certificate",
-                "CertificateRequired",
-            ],
+            Expected::Status(
+                Code::Unauthenticated,
+                &["no client certificate"],
+                "unauthenticated",
+                None,
+            ),
         ),
-        (Caller::UntrustedCa, &["UnknownIssuer"]),
-        (Caller::Expired, &["certificate expired"]),
-        (Caller::WrongIdentity, &[]),
+        (
+            Caller::UntrustedCa,
+            Expected::Status(
+                Code::Unauthenticated,
+                &["unknown issuer", "configured client CA"],
+                "unauthenticated",
+                Some(good),
+            ),
+        ),
+        (
+            Caller::Expired,
+            Expected::Status(
+                Code::Unauthenticated,
+                &["expired", "2021-01-01T00:00:00Z"],
+                "unauthenticated",
+                Some(good),
+            ),
+        ),
+        (
+            Caller::WrongIdentity,
+            Expected::Status(
+                Code::PermissionDenied,
+                &["not allowed"],
+                "permission_denied",
+                None,
+            ),
+        ),
+        (
+            Caller::StolenCertificate,
+            Expected::Handshake(&["BadSignature", "signature", "decrypt"]),
+        ),
         (
             Caller::Plaintext,
-            &["InvalidContentType", "corrupt message", "InvalidMessage"],
+            Expected::Handshake(&["InvalidContentType", "corrupt message", "InvalidMessage"]),
         ),
         (
             Caller::Tls12Only,
-            &[
+            Expected::Handshake(&[
                 "ProtocolVersion",
                 "Tls12NotOffered",
                 "incompatible",
                 "not offered",
-            ],
+            ]),
         ),
     ];
-    for (caller, reasons) in cases {
+    for (caller, expected) in &cases {
         for request in [&growth, &first] {
             let before = before(&installation, &mut observer).await;
-            let failure = attempt(&installation, &server, caller, request).await;
+            let failure = attempt(&installation, &server, *caller, request).await;
             unchanged_and_audited(&installation, &mut observer, &before).await;
             // Let any further handshake refusal of this attempt land, so that
             // it is counted here and not in the next case.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let lines = audit_lines(&installation)[before.audit..].to_vec();
-            match (caller, &failure) {
-                (Caller::WrongIdentity, Failure::Status(status)) => {
-                    assert_eq!(status.code(), Code::PermissionDenied);
-                    assert_eq!(lines.len(), 1, "{lines:?}");
-                    assert_eq!(lines[0]["operation"], "cosign_checkpoint");
-                    assert_eq!(lines[0]["result"], "permission_denied");
-                    assert_eq!(lines[0]["origin"], request.origin.as_str());
-                    // The refused caller's identity is on record.
-                    assert_eq!(lines[0]["caller"], "uri:spiffe://evil", "{}", lines[0]);
+            let lines = audit_lines_since(&installation, before.audit);
+            match (expected, &failure) {
+                (Expected::Status(code, parts, result, claimed), Failure::Status(status)) => {
+                    assert_eq!(status.code(), *code, "{caller:?}: {status:?}");
+                    for part in *parts {
+                        assert!(
+                            status.message().contains(part),
+                            "{caller:?}: {:?} does not say {part:?}",
+                            status.message()
+                        );
+                    }
+                    assert_eq!(lines.len(), 1, "{caller:?}: {lines:?}");
+                    let line = &lines[0];
+                    assert_eq!(line["operation"], "cosign_checkpoint", "{line}");
+                    assert_eq!(line["result"], *result, "{line}");
+                    assert!(
+                        line["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains(parts[0])),
+                        "{line}"
+                    );
+                    if *code == Code::Unauthenticated {
+                        // Refused at the edge: no service code ran, so the
+                        // request was never read, and no identity verified.
+                        assert_eq!(line["origin"], Value::Null, "{line}");
+                        assert_eq!(line["caller"], Value::Null, "{line}");
+                        assert_eq!(
+                            line["claimed_caller"],
+                            claimed.map_or(Value::Null, Value::from),
+                            "{line}"
+                        );
+                    } else {
+                        assert_eq!(line["origin"], request.origin.as_str());
+                        // The refused caller's verified identity is on record.
+                        assert_eq!(line["caller"], "uri:spiffe://evil", "{line}");
+                    }
                 }
-                (Caller::WrongIdentity, Failure::Transport(error)) => {
-                    panic!("the wrong identity must get PERMISSION_DENIED, not {error}")
-                }
-                (_, Failure::Transport(_)) => {
-                    // The request never reached the service: only refused handshakes
-                    // are on record.
+                (Expected::Handshake(reasons), Failure::Transport(error)) => {
+                    // The request never reached the service: only refused
+                    // handshakes are on record.
                     assert!(!lines.is_empty());
                     for line in &lines {
                         assert_eq!(line["operation"], "tls_handshake", "{line}");
@@ -578,13 +738,11 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
                             reasons
                                 .iter()
                                 .any(|r| reason.to_lowercase().contains(&r.to_lowercase())),
-                            "{caller:?}: unexpected handshake refusal {reason:?}"
+                            "{caller:?}: unexpected handshake refusal {reason:?} ({error})"
                         );
                     }
                 }
-                (_, Failure::Status(status)) => {
-                    panic!("{caller:?} reached the service: {status:?}")
-                }
+                (_, failure) => panic!("{caller:?}: unexpected {failure:?}"),
             }
         }
     }
@@ -593,19 +751,161 @@ async fn only_tls13_callers_with_an_allowlisted_certificate_from_the_ca_get_anyt
     // were about the caller alone.
     cosign(&mut observer, &keys, &growth).await;
     cosign(&mut observer, &keys, &first).await;
-    // PublicKeys and Metrics are refused to the wrong identity too.
-    let mut evil = installation
-        .client(&server, Some(&installation.pki.wrong_identity))
+    drop(observer);
+    server.stop().await;
+}
+
+/// Every call of the listener, `grpc.health.v1` included: each operation's
+/// audit name and its outcome.
+async fn call_everything(channel: Channel) -> Vec<(&'static str, Result<(), Status>)> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut client = SignerClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+    let cosign = request(ORIGIN, &tree("everything", 2), 2, 0);
+    let mut statuses = Vec::new();
+    let mut push = |operation, result: Result<(), Status>| statuses.push((operation, result));
+    push(
+        "cosign_checkpoint",
+        client.cosign_checkpoint(cosign.clone()).await.map(drop),
+    );
+    push(
+        "cosign_checkpoints",
+        client
+            .cosign_checkpoints(pb::CosignCheckpointsRequest {
+                items: vec![cosign],
+            })
+            .await
+            .map(drop),
+    );
+    push(
+        "sign_subtree",
+        client
+            .sign_subtree(pb::SignSubtreeRequest::default())
+            .await
+            .map(drop),
+    );
+    push(
+        "sign_manifest",
+        client
+            .sign_manifest(pb::SignManifestRequest::default())
+            .await
+            .map(drop),
+    );
+    push(
+        "public_keys",
+        client.public_keys(pb::PublicKeysRequest {}).await.map(drop),
+    );
+    push(
+        "metrics",
+        client.metrics(pb::MetricsRequest {}).await.map(drop),
+    );
+    push(
+        "health_check",
+        health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(drop),
+    );
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_including_health_is_refused_to_callers_without_a_verified_certificate() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut observer = installation.good_client(&server).await;
+    let pki = &installation.pki;
+    for (cert, reason) in [
+        (None, "no client certificate"),
+        (Some(&pki.untrusted), "unknown issuer"),
+        (Some(&pki.expired), "expired"),
+    ] {
+        let before = before(&installation, &mut observer).await;
+        let channel = installation
+            .endpoint(&server, cert)
+            .connect()
+            .await
+            .unwrap();
+        let statuses = call_everything(channel).await;
+        unchanged_and_audited(&installation, &mut observer, &before).await;
+        let lines = audit_lines_since(&installation, before.audit);
+        assert_eq!(lines.len(), statuses.len(), "{lines:?}");
+        for ((operation, status), line) in statuses.iter().zip(&lines) {
+            let status = status.as_ref().expect_err(operation);
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{operation}: {status:?}"
+            );
+            assert!(status.message().contains(reason), "{operation}: {status:?}");
+            assert_eq!(line["operation"], *operation, "{line}");
+            assert_eq!(line["result"], "unauthenticated", "{line}");
+            assert!(line["reason"].as_str().unwrap().contains(reason), "{line}");
+        }
+    }
+
+    // A verified certificate with an identity that is not allowed: the health
+    // check answers (it is not a signer operation), every signer call is
+    // PERMISSION_DENIED and audited with the caller's identity.
+    let before = before(&installation, &mut observer).await;
+    let channel = installation
+        .endpoint(&server, Some(&pki.wrong_identity))
+        .connect()
         .await
         .unwrap();
-    let status = evil
-        .public_keys(pb::PublicKeysRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
-    let status = evil.metrics(pb::MetricsRequest {}).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
-    drop((observer, evil));
+    let mut statuses = call_everything(channel).await;
+    let (health, health_status) = statuses.pop().unwrap();
+    assert_eq!(health, "health_check");
+    health_status.unwrap();
+    unchanged_and_audited(&installation, &mut observer, &before).await;
+    let lines = audit_lines_since(&installation, before.audit);
+    assert_eq!(lines.len(), statuses.len(), "{lines:?}");
+    for ((operation, status), line) in statuses.iter().zip(&lines) {
+        let status = status.as_ref().expect_err(operation);
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{operation}: {status:?}"
+        );
+        assert_eq!(line["operation"], *operation, "{line}");
+        assert_eq!(line["result"], "permission_denied", "{line}");
+        assert_eq!(line["caller"], "uri:spiffe://evil", "{line}");
+    }
+    drop(observer);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_keys_and_metrics_calls_are_audited() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut client = installation.good_client(&server).await;
+    let start = audit_lines(&installation).len();
+    client.public_keys(pb::PublicKeysRequest {}).await.unwrap();
+    client.metrics(pb::MetricsRequest {}).await.unwrap();
+    let lines = audit_lines(&installation).split_off(start);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, operation) in lines.iter().zip(["public_keys", "metrics"]) {
+        assert_eq!(line["operation"], operation, "{line}");
+        assert_eq!(line["result"], "ok", "{line}");
+        assert_eq!(line["caller"], format!("uri:{GOOD_IDENTITY}"), "{line}");
+    }
+    // The scrape counts itself and the key listing.
+    let text = metrics_text(&mut client).await;
+    for operation in ["public_keys", "metrics"] {
+        assert!(
+            metric(
+                &text,
+                "signer_operations_total",
+                &[("operation", operation), ("result", "ok")]
+            ) >= 1.0,
+            "{text}"
+        );
+    }
+    drop(client);
     server.stop().await;
 }
 
@@ -896,9 +1196,69 @@ fn next(state: &mut u64) -> u64 {
 
 const LIAR_TREE_SIZE: u64 = 400;
 
-/// One compromised-core task: up to `attempts` requests, each a lie of a
-/// randomly chosen kind built on a randomly chosen tree, re-aiming at the
-/// stored size the signer reveals. Returns what it got cosigned.
+/// A lie of a kind chosen by `r`, built on a tree chosen by `r`, aimed at a
+/// signer believed to have cosigned `believed`; and whether it is an
+/// honest-looking growth (which a chain of requests builds on).
+fn lie(trees: &[Vec<Hash>], r: u64, believed: u64) -> (pb::CosignCheckpointRequest, bool) {
+    let pick = (r % trees.len() as u64) as usize;
+    let family = &trees[pick];
+    let other = &trees[(pick + 1) % trees.len()];
+    let s = believed;
+    let target = (s + 1 + (r >> 8) % 40).min(LIAR_TREE_SIZE);
+    let mut request = request(ORIGIN, family, target, s);
+    match (r >> 16) % 9 {
+        // An honest-looking growth on this tree (a fork, if the tree is not
+        // the one the signer has been following).
+        0 | 1 => return (request, true),
+        // A lie about the old size, with a proof valid from the lie.
+        2 => {
+            let mut old = 1 + (r >> 24) % target;
+            if old == s {
+                old = if old > 1 { old - 1 } else { old + 1 };
+            }
+            request.old_size = old;
+            request.consistency_proof = raw(&proof(family, old.min(target), target));
+        }
+        // No proof at all.
+        3 => request.consistency_proof.clear(),
+        // A proof from another tree.
+        4 => request.consistency_proof = raw(&proof(other, s, target)),
+        // Rollback to a smaller size of this tree.
+        5 => {
+            let size = (r >> 24) % s;
+            request = pb::CosignCheckpointRequest {
+                root_hash: root(family, size).0.to_vec(),
+                size,
+                consistency_proof: Vec::new(),
+                ..request
+            };
+        }
+        // Another tree's root at the stored size.
+        6 => {
+            request = pb::CosignCheckpointRequest {
+                root_hash: root(other, s).0.to_vec(),
+                size: s,
+                consistency_proof: Vec::new(),
+                ..request
+            };
+        }
+        // A proof of the right length full of garbage.
+        7 => {
+            for hash in &mut request.consistency_proof {
+                *hash = leaf_hash(&r.to_be_bytes()).0.to_vec();
+            }
+        }
+        // A valid proof in this tree, glued to another tree's root.
+        _ => request.root_hash = root(other, target).0.to_vec(),
+    }
+    (request, false)
+}
+
+/// What a compromised core got cosigned, and its refusals by code.
+type Haul = (Vec<(u64, Hash)>, BTreeMap<i32, usize>);
+
+/// One compromised-core task: up to `attempts` requests, each a lie (see
+/// [`lie`]), re-aiming at the stored size the signer reveals.
 async fn liar(
     mut client: Client,
     keys: Arc<Published>,
@@ -906,62 +1266,11 @@ async fn liar(
     mut rng: u64,
     mut believed: u64,
     attempts: usize,
-) -> (Vec<(u64, Hash)>, BTreeMap<i32, usize>) {
+) -> Haul {
     let mut granted = Vec::new();
     let mut refused = BTreeMap::new();
     for _ in 0..attempts {
-        let r = next(&mut rng);
-        let pick = (r % trees.len() as u64) as usize;
-        let family = &trees[pick];
-        let other = &trees[(pick + 1) % trees.len()];
-        let s = believed;
-        let target = (s + 1 + (r >> 8) % 40).min(LIAR_TREE_SIZE);
-        let mut request = request(ORIGIN, family, target, s);
-        match (r >> 16) % 9 {
-            // An honest-looking growth on this tree (a fork, if the tree is not
-            // the one the signer has been following).
-            0 | 1 => {}
-            // A lie about the old size, with a proof valid from the lie.
-            2 => {
-                let mut old = 1 + (r >> 24) % target;
-                if old == s {
-                    old = if old > 1 { old - 1 } else { old + 1 };
-                }
-                request.old_size = old;
-                request.consistency_proof = raw(&proof(family, old.min(target), target));
-            }
-            // No proof at all.
-            3 => request.consistency_proof.clear(),
-            // A proof from another tree.
-            4 => request.consistency_proof = raw(&proof(other, s, target)),
-            // Rollback to a smaller size of this tree.
-            5 => {
-                let size = (r >> 24) % s;
-                request = pb::CosignCheckpointRequest {
-                    root_hash: root(family, size).0.to_vec(),
-                    size,
-                    consistency_proof: Vec::new(),
-                    ..request
-                };
-            }
-            // Another tree's root at the stored size.
-            6 => {
-                request = pb::CosignCheckpointRequest {
-                    root_hash: root(other, s).0.to_vec(),
-                    size: s,
-                    consistency_proof: Vec::new(),
-                    ..request
-                };
-            }
-            // A proof of the right length full of garbage.
-            7 => {
-                for hash in &mut request.consistency_proof {
-                    *hash = leaf_hash(&r.to_be_bytes()).0.to_vec();
-                }
-            }
-            // A valid proof in this tree, glued to another tree's root.
-            _ => request.root_hash = root(other, target).0.to_vec(),
-        }
+        let (request, _) = lie(&trees, next(&mut rng), believed);
         match client.cosign_checkpoint(request.clone()).await {
             Ok(response) => {
                 verify_cosignatures(&keys, &request, response.get_ref());
@@ -975,6 +1284,61 @@ async fn liar(
                     _ => panic!("unexpected failure {status:?}"),
                 }
                 *refused.entry(status.code() as i32).or_default() += 1;
+            }
+        }
+    }
+    (granted, refused)
+}
+
+/// One compromised-core task sending `batches` batches of `len` lies. Within a
+/// batch the lies are chained as an honest core chains growths: each aims at
+/// the size the last honest-looking growth before it would leave. Between
+/// batches it re-aims at what the signer revealed.
+async fn batch_liar(
+    mut client: Client,
+    keys: Arc<Published>,
+    trees: Arc<Vec<Vec<Hash>>>,
+    mut rng: u64,
+    mut believed: u64,
+    batches: usize,
+    len: usize,
+) -> Haul {
+    let mut granted = Vec::new();
+    let mut refused = BTreeMap::new();
+    for _ in 0..batches {
+        let mut items = Vec::new();
+        let mut aim = believed;
+        for _ in 0..len {
+            let (request, honest) = lie(&trees, next(&mut rng), aim);
+            if honest {
+                aim = request.size;
+            }
+            items.push(request);
+        }
+        let results = client
+            .cosign_checkpoints(pb::CosignCheckpointsRequest {
+                items: items.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), items.len());
+        for (request, result) in items.iter().zip(results) {
+            match result.result.unwrap() {
+                Outcome::Cosigned(response) => {
+                    verify_cosignatures(&keys, request, &response);
+                    granted.push((request.size, Hash::from_slice(&request.root_hash).unwrap()));
+                    believed = request.size;
+                }
+                Outcome::Error(error) => {
+                    match Code::from_i32(error.code) {
+                        Code::FailedPrecondition => believed = error.stored_size.unwrap(),
+                        Code::Aborted | Code::InvalidArgument => {}
+                        _ => panic!("unexpected failure {error:?}"),
+                    }
+                    *refused.entry(error.code).or_default() += 1;
+                }
             }
         }
     }
@@ -1065,6 +1429,40 @@ async fn compromised_core_cannot_obtain_cosignatures_on_inconsistent_checkpoints
     }
     granted.extend(winners);
 
+    // 64 concurrent requests with the true old size, each taking the log along
+    // one of the trees to its own size: all pass the first, non-binding check
+    // at once, and only the check in the recording transaction keeps more than
+    // one from being released.
+    let from = stored(&installation, ORIGIN).unwrap().0;
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let mut client = client.clone();
+        let trees = trees.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = request(ORIGIN, &trees[(i % 3) as usize], from + 10 + i, from);
+            (request.clone(), client.cosign_checkpoint(request).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (request, result) = task.await.unwrap();
+        match result {
+            Ok(response) => {
+                verify_cosignatures(&keys, &request, response.get_ref());
+                winners.push((request.size, Hash::from_slice(&request.root_hash).unwrap()));
+            }
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::FailedPrecondition | Code::Aborted),
+                    "{status:?}"
+                );
+                *refused.entry(status.code() as i32).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    granted.extend(winners);
+
     // Then rounds of 64 concurrent liars over one HTTP/2 channel, each lying in
     // every way it can and re-aiming at whatever the signer says it stored.
     for round in 0..6u64 {
@@ -1123,6 +1521,452 @@ async fn compromised_core_cannot_obtain_cosignatures_on_inconsistent_checkpoints
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compromised_core_cannot_get_two_cosignatures_on_a_fork_through_batches() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut client = installation.good_client(&server).await;
+    let keys = Arc::new(published_keys(&mut client).await);
+    let honest = tree("batch-liar", LIAR_TREE_SIZE);
+    let trees = Arc::new(vec![
+        fork_of(&honest, 100, "batch-liar-fork-b"),
+        fork_of(&honest, 40, "batch-liar-fork-c"),
+        honest,
+    ]);
+    cosign(&mut client, &keys, &request(ORIGIN, &trees[2], 30, 0)).await;
+    let mut granted = vec![(30, root(&trees[2], 30))];
+    let mut refused: BTreeMap<i32, usize> = BTreeMap::new();
+
+    // 32 concurrent batches, each taking the log from 30 along one of the trees
+    // in two chained steps, to sizes no two batches share: every batch passes
+    // the first check, and exactly one may be recorded and released.
+    let mut tasks = Vec::new();
+    for i in 0..32u64 {
+        let mut client = client.clone();
+        let trees = trees.clone();
+        tasks.push(tokio::spawn(async move {
+            let tree = &trees[(i % 3) as usize];
+            let items = vec![
+                request(ORIGIN, tree, 150 + i, 30),
+                request(ORIGIN, tree, 200 + i, 150 + i),
+            ];
+            let response = client
+                .cosign_checkpoints(pb::CosignCheckpointsRequest {
+                    items: items.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (items, response.results)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (items, results) = task.await.unwrap();
+        let mut won = Vec::new();
+        for (item, result) in items.iter().zip(results) {
+            match result.result.unwrap() {
+                Outcome::Cosigned(response) => {
+                    verify_cosignatures(&keys, item, &response);
+                    won.push((item.size, Hash::from_slice(&item.root_hash).unwrap()));
+                }
+                Outcome::Error(error) => {
+                    assert_eq!(
+                        Code::from_i32(error.code),
+                        Code::FailedPrecondition,
+                        "{error:?}"
+                    );
+                    assert_eq!(error.reason, "old_size_mismatch");
+                    *refused.entry(error.code).or_default() += 1;
+                }
+            }
+        }
+        if !won.is_empty() {
+            assert_eq!(won.len(), 2, "a batch won only in part: {won:?}");
+            winners.push(won);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let winner = winners.remove(0);
+    assert_eq!(stored(&installation, ORIGIN), Some(winner[1]));
+    granted.extend(winner);
+
+    // Then rounds of 16 concurrent liars, each sending batches of chained lies.
+    for round in 0..4u64 {
+        let believed = stored(&installation, ORIGIN).unwrap().0;
+        let mut tasks = Vec::new();
+        for i in 0..16u64 {
+            let seed = (round * 16 + i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            tasks.push(tokio::spawn(batch_liar(
+                client.clone(),
+                keys.clone(),
+                trees.clone(),
+                seed,
+                believed,
+                3,
+                8,
+            )));
+        }
+        for task in tasks {
+            let (won, lost) = task.await.unwrap();
+            granted.extend(won);
+            for (code, count) in lost {
+                *refused.entry(code).or_default() += count;
+            }
+        }
+        assert_consistent_chain(&granted, &trees);
+    }
+
+    let largest = *granted.iter().max_by_key(|(size, _)| *size).unwrap();
+    assert_eq!(stored(&installation, ORIGIN), Some(largest));
+    let sizes: std::collections::BTreeSet<u64> = granted.iter().map(|(size, _)| *size).collect();
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    for code in [Code::Aborted, Code::FailedPrecondition] {
+        assert!(
+            refused.get(&(code as i32)).copied().unwrap_or(0) > 50,
+            "{refused:?}"
+        );
+    }
+    let text = metrics_text(&mut client).await;
+    let batch_grants = metric(
+        &text,
+        "signer_operations_total",
+        &[("operation", "cosign_checkpoints"), ("result", "ok")],
+    );
+    // The first cosignature was a single call.
+    assert_eq!(batch_grants, (granted.len() - 1) as f64);
+    drop(client);
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------
+
+const TRANSACTIONS: &str = "signer_fork_guard_transactions_total";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_cosigns_exactly_the_items_that_pass_and_records_them_in_one_transaction() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut client = installation.good_client(&server).await;
+    let keys = published_keys(&mut client).await;
+    let leaves = tree("batch", 64);
+    let other = fork_of(&leaves, 5, "batch-fork");
+    let elsewhere = tree("batch-elsewhere", 16);
+    cosign(&mut client, &keys, &request(ORIGIN, &leaves, 10, 0)).await;
+    cosign(
+        &mut client,
+        &keys,
+        &request("example.com/b", &elsewhere, 5, 0),
+    )
+    .await;
+
+    let mut malformed = request("example.com/c", &elsewhere, 3, 0);
+    malformed.origin = "bad\norigin".into();
+    let mut rollback = request(ORIGIN, &leaves, 25, 0);
+    rollback.old_size = 30;
+    let mut long_proof = request(ORIGIN, &leaves, 40, 30);
+    long_proof.consistency_proof = vec![vec![1; 32]; 64];
+    let items = vec![
+        request(ORIGIN, &leaves, 20, 10),
+        // Chains on the item before: its old size is that item's size.
+        request(ORIGIN, &leaves, 30, 20),
+        rollback,
+        // Another root at the size the batch just reached.
+        request(ORIGIN, &other, 30, 30),
+        malformed,
+        request("example.com/b", &elsewhere, 8, 5),
+        request("example.com/c", &elsewhere, 3, 0),
+        // Stale: the record is at 30 once the second item is in.
+        request(ORIGIN, &leaves, 40, 10),
+        long_proof,
+        request(ORIGIN, &leaves, 40, 30),
+        // The same checkpoint again, as a re-cosign at the same size.
+        request(ORIGIN, &leaves, 40, 40),
+    ];
+    // (code, reason) of each refused item.
+    let refusals: BTreeMap<usize, (Code, &str)> = [
+        (2, (Code::Aborted, "rollback")),
+        (3, (Code::Aborted, "fork")),
+        (4, (Code::InvalidArgument, "invalid_request")),
+        (7, (Code::FailedPrecondition, "old_size_mismatch")),
+        (8, (Code::InvalidArgument, "invalid_request")),
+    ]
+    .into();
+    let granted = items.len() - refusals.len();
+
+    let before = before(&installation, &mut client).await;
+    let text = metrics_text(&mut client).await;
+    let transactions = metric(&text, TRANSACTIONS, &[]);
+    let results = client
+        .cosign_checkpoints(pb::CosignCheckpointsRequest {
+            items: items.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), items.len());
+    let mut timestamps = Vec::new();
+    for (i, (item, result)) in items.iter().zip(&results).enumerate() {
+        match (result.result.as_ref().unwrap(), refusals.get(&i)) {
+            (Outcome::Cosigned(response), None) => {
+                verify_cosignatures(&keys, item, response);
+                timestamps.push(response.timestamp);
+            }
+            (Outcome::Error(error), Some((code, reason))) => {
+                assert_eq!(Code::from_i32(error.code), *code, "item {i}: {error:?}");
+                assert_eq!(error.reason, *reason, "item {i}");
+                assert!(!error.message.is_empty());
+                let expected_stored = (*code == Code::FailedPrecondition).then_some(30);
+                assert_eq!(error.stored_size, expected_stored, "item {i}");
+            }
+            (outcome, expected) => panic!("item {i}: {outcome:?}, expected {expected:?}"),
+        }
+    }
+    // One timestamp for the batch.
+    assert!(timestamps.windows(2).all(|pair| pair[0] == pair[1]));
+
+    // Recorded: the last granted checkpoint of each origin, in one transaction.
+    assert_eq!(stored(&installation, ORIGIN), Some((40, root(&leaves, 40))));
+    assert_eq!(
+        stored(&installation, "example.com/b"),
+        Some((8, root(&elsewhere, 8)))
+    );
+    assert_eq!(
+        stored(&installation, "example.com/c"),
+        Some((3, root(&elsewhere, 3)))
+    );
+    assert!(stored(&installation, "bad\norigin").is_none());
+    let text = metrics_text(&mut client).await;
+    assert_eq!(
+        metric(&text, TRANSACTIONS, &[]),
+        transactions + 1.0,
+        "{text}"
+    );
+    // Signed: exactly the granted items, with both keys; nothing for refusals.
+    for algorithm in ["ed25519", "ml-dsa-44"] {
+        assert_eq!(
+            metric(&text, SIGNATURES_MADE, &[("algorithm", algorithm)])
+                - metric(
+                    &before_text(&before),
+                    SIGNATURES_MADE,
+                    &[("algorithm", algorithm)]
+                ),
+            granted as f64,
+            "{algorithm}"
+        );
+    }
+    // Audited: one line per item, in order, with its outcome.
+    let lines = audit_lines_since(&installation, before.audit);
+    assert_eq!(lines.len(), items.len(), "{lines:?}");
+    for (i, (item, line)) in items.iter().zip(&lines).enumerate() {
+        assert_eq!(line["operation"], "cosign_checkpoints", "{line}");
+        assert_eq!(line["origin"], item.origin.as_str(), "{line}");
+        assert_eq!(line["size"], item.size, "{line}");
+        assert_eq!(line["caller"], format!("uri:{GOOD_IDENTITY}"), "{line}");
+        let result = refusals.get(&i).map_or("ok", |(_, reason)| reason);
+        assert_eq!(line["result"], result, "{line}");
+    }
+    drop(client);
+    server.stop().await;
+}
+
+/// The signature counts at `before`, as Prometheus text for [`metric`].
+fn before_text(before: &Before) -> String {
+    before.metrics.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_that_are_empty_too_large_or_from_refused_callers_sign_nothing() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut client = installation.good_client(&server).await;
+    let keys = published_keys(&mut client).await;
+    let leaves = tree("batch-refusals", 8);
+    cosign(&mut client, &keys, &request(ORIGIN, &leaves, 2, 0)).await;
+    let growth = request(ORIGIN, &leaves, 4, 2);
+
+    let too_many = vec![growth.clone(); MAX_BATCH_ITEMS + 1];
+    for (name, items) in [("empty", Vec::new()), ("513 items", too_many)] {
+        let before = before(&installation, &mut client).await;
+        let status = client
+            .cosign_checkpoints(pb::CosignCheckpointsRequest { items })
+            .await
+            .expect_err(name);
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        assert!(status.message().contains("1 to 512 items"), "{status:?}");
+        let lines = unchanged_and_audited(&installation, &mut client, &before).await;
+        assert_eq!(lines.len(), 1, "{name}: one line for the call: {lines:?}");
+        assert_eq!(lines[0]["operation"], "cosign_checkpoints");
+        assert_eq!(lines[0]["result"], "invalid_request");
+    }
+
+    // A caller that is not allowed: every item is on record as refused.
+    let mut evil = installation
+        .client(&server, Some(&installation.pki.wrong_identity))
+        .await
+        .unwrap();
+    let before = before(&installation, &mut client).await;
+    let status = evil
+        .cosign_checkpoints(pb::CosignCheckpointsRequest {
+            items: vec![growth.clone(), request("example.com/other", &leaves, 3, 0)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let lines = unchanged_and_audited(&installation, &mut client, &before).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["result"], "permission_denied", "{line}");
+        assert_eq!(line["caller"], "uri:spiffe://evil", "{line}");
+    }
+
+    // The batch the refusals were about is granted to the allowed caller.
+    let results = client
+        .cosign_checkpoints(pb::CosignCheckpointsRequest {
+            items: vec![growth.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let Some(Outcome::Cosigned(response)) = &results[0].result else {
+        panic!("{results:?}")
+    };
+    verify_cosignatures(&keys, &growth, response);
+    drop((client, evil));
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Request size
+// ---------------------------------------------------------------------------
+
+/// An in-toto Statement of exactly `len` bytes.
+fn statement_of(len: usize) -> Vec<u8> {
+    let head = r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"00"}}],"predicateType":"https://example.com/p","predicate":{"pad":""#;
+    let tail = r#""}}"#;
+    let mut statement = head.as_bytes().to_vec();
+    statement.resize(len - tail.len(), b'x');
+    statement.extend_from_slice(tail.as_bytes());
+    assert_eq!(statement.len(), len);
+    statement
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_at_the_size_cap_is_signed_and_larger_requests_are_refused_and_audited() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    // The envelope of the largest payload is over tonic's default 4 MiB.
+    let mut client = installation
+        .good_client(&server)
+        .await
+        .max_decoding_message_size(8 << 20);
+    let keys = published_keys(&mut client).await;
+    let payload_type = "application/vnd.in-toto+json";
+
+    // At the cap: signed, and the envelope verifies.
+    let payload = statement_of(MAX_PAYLOAD_SIZE);
+    let envelope = client
+        .sign_manifest(pb::SignManifestRequest {
+            payload_type: payload_type.into(),
+            payload: payload.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .envelope;
+    let envelope: Value = serde_json::from_slice(&envelope).unwrap();
+    {
+        use p256::ecdsa::signature::Verifier as _;
+        use p256::pkcs8::DecodePublicKey as _;
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(&keys.manifest_pem).unwrap();
+        let der = BASE64
+            .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+            .unwrap();
+        let signature = p256::ecdsa::DerSignature::try_from(der.as_slice()).unwrap();
+        key.verify(&pae(payload_type, &payload), &signature)
+            .unwrap();
+    }
+
+    // One byte over the cap: the service refuses it (the request is within the
+    // decoding limit), audited, nothing signed.
+    let over_cap = before(&installation, &mut client).await;
+    let status = client
+        .sign_manifest(pb::SignManifestRequest {
+            payload_type: payload_type.into(),
+            payload: statement_of(MAX_PAYLOAD_SIZE + 1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("over 4 MiB"), "{status:?}");
+    let lines = unchanged_and_audited(&installation, &mut client, &over_cap).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "sign_manifest");
+    assert_eq!(lines[0]["result"], "payload_refused");
+
+    // Over the decoding limit: tonic refuses the message before any handler
+    // runs; the edge layer audits it.
+    for (name, request) in [
+        (
+            "manifest",
+            Either::Manifest(pb::SignManifestRequest {
+                payload_type: payload_type.into(),
+                payload: statement_of(MAX_REQUEST_MESSAGE_SIZE + 1),
+            }),
+        ),
+        (
+            "batch",
+            Either::Batch(pb::CosignCheckpointsRequest {
+                items: vec![
+                    pb::CosignCheckpointRequest {
+                        extension_lines: vec!["x".repeat(MAX_REQUEST_MESSAGE_SIZE / 100)],
+                        ..request(ORIGIN, &tree("size", 2), 2, 0)
+                    };
+                    101
+                ],
+            }),
+        ),
+    ] {
+        let before = before(&installation, &mut client).await;
+        let (operation, status) = match request {
+            Either::Manifest(request) => (
+                "sign_manifest",
+                client.sign_manifest(request).await.unwrap_err(),
+            ),
+            Either::Batch(request) => (
+                "cosign_checkpoints",
+                client.cosign_checkpoints(request).await.unwrap_err(),
+            ),
+        };
+        assert_eq!(status.code(), Code::OutOfRange, "{name}: {status:?}");
+        let lines = unchanged_and_audited(&installation, &mut client, &before).await;
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+        assert_eq!(lines[0]["operation"], operation);
+        assert_eq!(lines[0]["result"], "too_large");
+        assert_eq!(lines[0]["caller"], format!("uri:{GOOD_IDENTITY}"));
+        assert!(
+            lines[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains(&MAX_REQUEST_MESSAGE_SIZE.to_string()),
+            "{}",
+            lines[0]
+        );
+    }
+    drop(client);
+    server.stop().await;
+}
+
+/// A request of one of two calls.
+enum Either {
+    Manifest(pb::SignManifestRequest),
+    Batch(pb::CosignCheckpointsRequest),
+}
+
 // ---------------------------------------------------------------------------
 // Bad input
 // ---------------------------------------------------------------------------
@@ -1137,6 +1981,9 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
     cosign(&mut client, &keys, &request(ORIGIN, &leaves, 8, 0)).await;
     // Every case is a mutation of this valid growth, granted at the end.
     let valid = request(ORIGIN, &leaves, 12, 8);
+    // Bytes of extension line that fill the checkpoint text to the 4096-byte
+    // cap (each line also takes a newline).
+    let text_room = 4096 - checkpoint_text(&valid).len() - 1;
     let with = |mutate: &dyn Fn(&mut pb::CosignCheckpointRequest)| {
         let mut request = valid.clone();
         mutate(&mut request);
@@ -1202,6 +2049,14 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
             "empty proof hash",
             with(&|r| r.consistency_proof[0].clear()),
         ),
+        (
+            "checkpoint text of 4097 bytes",
+            with(&|r| r.extension_lines = vec!["x".repeat(text_room + 1)]),
+        ),
+        (
+            "checkpoint text of 4097 bytes in many lines",
+            with(&|r| r.extension_lines = vec!["x".into(); (text_room + 3) / 2]),
+        ),
         ("size 0 with another root than the empty tree's", {
             let mut r = request("example.com/empty", &leaves, 0, 0);
             r.root_hash = root(&leaves, 1).0.to_vec();
@@ -1265,6 +2120,10 @@ async fn malformed_requests_are_invalid_argument_and_sign_nothing() {
     .await;
     assert_eq!(stored(&installation, ORIGIN).unwrap().0, 8);
     cosign(&mut client, &keys, &valid).await;
+    let mut at_cap = request(ORIGIN, &leaves, 12, 12);
+    at_cap.extension_lines = vec!["x".repeat(text_room)];
+    assert_eq!(checkpoint_text(&at_cap).len(), 4096);
+    cosign(&mut client, &keys, &at_cap).await;
     drop(client);
     server.stop().await;
 }

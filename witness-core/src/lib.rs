@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod cosignature;
 pub mod error;
+pub mod log_list;
 pub mod merkle;
 pub mod note;
 pub mod rekor;

@@ -2,12 +2,21 @@
 //! only. The key is read once at start-up and held in memory.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use ed25519_dalek::Signer as _;
 use ml_dsa::MlDsa44;
 
-use super::{Algorithm, BoxFuture, SigningKey};
+use super::{Algorithm, BoxFuture, SigningKey, TimedSignature};
 use crate::error::{Error, Result};
+
+/// The cores to spread a batch of signatures over (read once: on Linux the
+/// answer comes from cgroup files).
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
 
 /// A key loaded from a file.
 pub struct FileKey {
@@ -119,6 +128,51 @@ impl SigningKey for FileKey {
 
     fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move { self.sign_now(message) })
+    }
+
+    /// One message is signed in place, like [`SigningKey::sign`]; more are cut
+    /// into one chunk per core, each signed on a blocking thread, so that a
+    /// batch uses every core and does not hold up the async runtime's workers.
+    fn sign_all(
+        self: Arc<Self>,
+        messages: Vec<Vec<u8>>,
+    ) -> BoxFuture<'static, Vec<TimedSignature>> {
+        Box::pin(async move {
+            let timed = |key: &FileKey, message: &[u8]| {
+                let started = Instant::now();
+                let signature = key.sign_now(message);
+                (signature, started.elapsed())
+            };
+            if messages.len() <= 1 {
+                return messages.iter().map(|m| timed(&self, m)).collect();
+            }
+            let per_chunk = messages.len().div_ceil(cores());
+            let mut chunks = Vec::new();
+            let mut messages = messages.into_iter().peekable();
+            while messages.peek().is_some() {
+                let chunk: Vec<Vec<u8>> = messages.by_ref().take(per_chunk).collect();
+                let key = self.clone();
+                chunks.push((
+                    chunk.len(),
+                    tokio::task::spawn_blocking(move || {
+                        chunk.iter().map(|m| timed(&key, m)).collect::<Vec<_>>()
+                    }),
+                ));
+            }
+            let mut signatures = Vec::new();
+            for (len, chunk) in chunks {
+                match chunk.await {
+                    Ok(signed) => signatures.extend(signed),
+                    Err(e) => signatures.extend((0..len).map(|_| {
+                        (
+                            Err(Error::Backend(format!("signing task failed: {e}"))),
+                            std::time::Duration::ZERO,
+                        )
+                    })),
+                }
+            }
+            signatures
+        })
     }
 }
 

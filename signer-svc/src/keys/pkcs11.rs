@@ -19,6 +19,21 @@
 //! the application and ends when its last session on the token closes); it is
 //! not used for signing. A session whose call fails is closed, not reused.
 //!
+//! Lost sessions and logins: a token may log the application out, close its
+//! sessions, or go away and come back (`CKR_USER_NOT_LOGGED_IN`,
+//! `CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`, `CKR_TOKEN_NOT_PRESENT`,
+//! `CKR_DEVICE_REMOVED`, and `CKR_KEY_HANDLE_INVALID` /
+//! `CKR_OBJECT_HANDLE_INVALID` from tokens that drop the handles of private
+//! objects at logout). On such a failure the key opens a new session, logs in
+//! again with the PIN (kept in memory for this, zeroised when the key is
+//! dropped), finds its private key again by label (handles may change), and
+//! retries the signature once. Sessions whose handles the token voided are
+//! forgotten rather than closed: the token may already have given their
+//! numbers to new sessions. Calls that fail together re-establish once: each
+//! notes the generation of the sessions it used, and only the first to report
+//! a loss of that generation logs in again. If the token is still away, the
+//! call fails (`UNAVAILABLE`) and the next one tries again.
+//!
 //! A module is loaded and `C_Initialize`d once per process and never
 //! finalised: several keys (the cosigning key and the manifest key) may share
 //! one module and one token. Because the login belongs to the application, a
@@ -65,16 +80,64 @@ pub struct Pkcs11Key {
 struct Inner {
     pkcs11: Pkcs11,
     slot: Slot,
-    key: ObjectHandle,
     scheme: Scheme,
     /// "key `k` on token `t`", for messages.
     name: String,
-    /// Idle sessions; a session is taken out while it is in use.
-    idle: Mutex<Vec<Session>>,
+    /// The private key object's label, to find it again after a new login.
+    key_label: String,
+    /// The user PIN, to log in again when the token lost the login.
+    pin: RawAuthPin,
+    sessions: Mutex<Sessions>,
     /// One permit per session the pool may have.
     permits: Arc<Semaphore>,
+}
+
+/// The sessions and the key handle, valid together until the token loses them.
+struct Sessions {
+    key: ObjectHandle,
+    /// Idle sessions; a session is taken out while it is in use.
+    idle: Vec<Session>,
     /// Holds the user login; never used for signing.
-    _login: Mutex<Session>,
+    login: Session,
+    /// Counts re-established logins, so that calls failing together log in
+    /// again once.
+    generation: u64,
+}
+
+/// What a token lost, judging by the error of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// The sessions are gone (closed by the token, or the token was removed):
+    /// their handles are void.
+    Sessions,
+    /// The sessions are open but the login is gone, and with it, on some
+    /// tokens, the handles of private objects.
+    Login,
+}
+
+impl Loss {
+    fn of(error: &CkError) -> Option<Loss> {
+        match error {
+            CkError::Pkcs11(
+                RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::TokenNotPresent
+                | RvError::DeviceRemoved,
+                _,
+            ) => Some(Loss::Sessions),
+            CkError::Pkcs11(
+                RvError::UserNotLoggedIn | RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                _,
+            ) => Some(Loss::Login),
+            _ => None,
+        }
+    }
+}
+
+/// A failed signing attempt and the generation of the sessions it used.
+struct Failed {
+    error: CkError,
+    generation: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,10 +232,11 @@ impl Pkcs11Key {
             }
             Err(e) => return Err(config("login failed", e)),
         }
-        drop(pin);
 
-        let key = find_one(&login, ObjectClass::PRIVATE_KEY, key_label, &name)?;
-        let public_handle = find_one(&login, ObjectClass::PUBLIC_KEY, key_label, &name)?;
+        let key =
+            find_one(&login, ObjectClass::PRIVATE_KEY, key_label, &name).map_err(Error::Config)?;
+        let public_handle =
+            find_one(&login, ObjectClass::PUBLIC_KEY, key_label, &name).map_err(Error::Config)?;
         let private_type = key_type(&login, key, &name)?;
         let attributes = login
             .get_attributes(
@@ -237,12 +301,17 @@ impl Pkcs11Key {
             inner: Arc::new(Inner {
                 pkcs11,
                 slot,
-                key,
                 scheme,
                 name,
-                idle: Mutex::new(Vec::with_capacity(POOL_SIZE)),
+                key_label: key_label.to_owned(),
+                pin,
+                sessions: Mutex::new(Sessions {
+                    key,
+                    idle: Vec::with_capacity(POOL_SIZE),
+                    login,
+                    generation: 0,
+                }),
                 permits: Arc::new(Semaphore::new(POOL_SIZE)),
-                _login: Mutex::new(login),
             }),
             public,
         })
@@ -250,40 +319,107 @@ impl Pkcs11Key {
 }
 
 impl Inner {
-    /// One `C_Sign` on a pooled session; runs on a blocking thread while the
-    /// caller holds a permit, so there is always a session to take or room to
-    /// open one.
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        // Every update of the sessions completes under the lock without
+        // panicking paths; a poisoned lock still holds a consistent pool.
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, what: &str, error: &CkError) -> Error {
+        Error::Backend(format!("{}: {what}: {}", self.name, describe(error)))
+    }
+
+    /// One signature; runs on a blocking thread while the caller holds a
+    /// permit, so there is always a session to take or room to open one. A lost
+    /// session or login is re-established and the signature tried once more.
     fn sign_blocking(&self, input: &[u8]) -> Result<Vec<u8>> {
-        let pooled = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let raw = match self.try_sign(input) {
+            Ok(raw) => raw,
+            Err(failed) => {
+                let Some(loss) = Loss::of(&failed.error) else {
+                    return Err(self.failed("C_Sign failed", &failed.error));
+                };
+                tracing::warn!(
+                    key = %self.name,
+                    error = %describe(&failed.error),
+                    "PKCS#11 session or login lost; logging in again"
+                );
+                self.reestablish(failed.generation, loss)?;
+                self.try_sign(input).map_err(|retry| {
+                    self.failed("C_Sign failed after logging in again", &retry.error)
+                })?
+            }
+        };
+        self.scheme.encode(&raw)
+    }
+
+    /// One `C_Sign` on a pooled (or new) session, which goes back to the pool
+    /// if it worked.
+    fn try_sign(&self, input: &[u8]) -> std::result::Result<Vec<u8>, Failed> {
+        let (pooled, key, generation) = {
+            let mut sessions = self.sessions();
+            (sessions.idle.pop(), sessions.key, sessions.generation)
+        };
         let session = match pooled {
             Some(session) => session,
-            None => self.pkcs11.open_ro_session(self.slot).map_err(|e| {
-                Error::Backend(format!(
-                    "{}: cannot open a session: {}",
-                    self.name,
-                    describe(&e)
-                ))
-            })?,
+            None => self
+                .pkcs11
+                .open_ro_session(self.slot)
+                .map_err(|error| Failed { error, generation })?,
         };
-        match session.sign(&self.scheme.mechanism(), self.key, input) {
+        match session.sign(&self.scheme.mechanism(), key, input) {
             Ok(raw) => {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(session);
-                self.scheme.encode(&raw)
+                self.sessions().idle.push(session);
+                Ok(raw)
             }
-            // The session is dropped (closed); the next call opens a fresh one.
-            Err(e) => Err(Error::Backend(format!(
-                "{}: C_Sign failed: {}",
-                self.name,
-                describe(&e)
-            ))),
+            Err(error) => {
+                if Loss::of(&error) == Some(Loss::Sessions) {
+                    // Void handle: closing it could close whichever new session
+                    // the token gave its number to.
+                    std::mem::forget(session);
+                }
+                // Otherwise the session is dropped (closed); the next call
+                // opens a fresh one.
+                Err(Failed { error, generation })
+            }
         }
+    }
+
+    /// Opens a new session, logs in, and finds the key again, unless a call
+    /// that failed with the same generation of sessions already did.
+    fn reestablish(&self, generation: u64, loss: Loss) -> Result<()> {
+        let mut sessions = self.sessions();
+        if sessions.generation != generation {
+            return Ok(());
+        }
+        let login = self
+            .pkcs11
+            .open_ro_session(self.slot)
+            .map_err(|e| self.failed("cannot open a session", &e))?;
+        match login.login_with_raw(UserType::User, &self.pin) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(self.failed("login failed", &e)),
+        }
+        let key = find_one(
+            &login,
+            ObjectClass::PRIVATE_KEY,
+            &self.key_label,
+            &self.name,
+        )
+        .map_err(Error::Backend)?;
+        let old_login = std::mem::replace(&mut sessions.login, login);
+        if loss == Loss::Sessions {
+            for session in sessions.idle.drain(..) {
+                std::mem::forget(session);
+            }
+            std::mem::forget(old_login);
+        }
+        // After a lost login the old sessions are valid: the idle ones work
+        // again under the new login, and closing the old login session keeps
+        // the application logged in through the new one.
+        sessions.key = key;
+        sessions.generation += 1;
+        Ok(())
     }
 }
 
@@ -410,13 +546,13 @@ fn find_token(pkcs11: &Pkcs11, module: &Path, label: &str) -> Result<Slot> {
     }
 }
 
-/// The one object of `class` labelled `label`.
+/// The one object of `class` labelled `label`, or what is wrong.
 fn find_one(
     session: &Session,
     class: ObjectClass,
     label: &str,
     name: &str,
-) -> Result<ObjectHandle> {
+) -> std::result::Result<ObjectHandle, String> {
     let what = if class == ObjectClass::PRIVATE_KEY {
         "private"
     } else {
@@ -427,21 +563,14 @@ fn find_one(
             Attribute::Class(class),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
-        .map_err(|e| {
-            Error::Config(format!(
-                "{name}: cannot search for the {what} key: {}",
-                describe(&e)
-            ))
-        })?;
+        .map_err(|e| format!("{name}: cannot search for the {what} key: {}", describe(&e)))?;
     match found[..] {
         [handle] => Ok(handle),
-        [] => Err(Error::Config(format!(
-            "{name}: no {what} key object has this label"
-        ))),
-        _ => Err(Error::Config(format!(
+        [] => Err(format!("{name}: no {what} key object has this label")),
+        _ => Err(format!(
             "{name}: {} {what} key objects have this label; it must be unique",
             found.len()
-        ))),
+        )),
     }
 }
 

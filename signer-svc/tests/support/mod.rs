@@ -88,4 +88,23 @@ pub async fn check_backend(key: Arc<dyn SigningKey>, expected: Algorithm) {
     for task in tasks {
         assert!(task.await.expect("task"));
     }
+    // A batch: every signature in the order of its message, each over its own
+    // message only.
+    let messages: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().repeat(9)).collect();
+    let signed = key.clone().sign_all(messages.clone()).await;
+    assert_eq!(signed.len(), messages.len());
+    for (i, (signature, _)) in signed.iter().enumerate() {
+        let signature = signature.as_ref().expect("backend signs the batch");
+        assert!(
+            verify(expected, key.public_key(), &messages[i], signature),
+            "batch signature {i} does not verify over its message"
+        );
+        assert!(!verify(
+            expected,
+            key.public_key(),
+            &messages[(i + 1) % messages.len()],
+            signature
+        ));
+    }
+    assert!(key.clone().sign_all(Vec::new()).await.is_empty());
 }

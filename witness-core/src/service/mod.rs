@@ -9,6 +9,13 @@
 //! and the gRPC server.
 
 pub mod archive;
+pub mod config;
 pub mod feeder;
+pub mod grpc;
 pub mod metrics;
+pub mod recosign;
+pub mod server;
+pub mod signer_client;
 pub mod store;
+pub mod telemetry;
+pub mod witness;

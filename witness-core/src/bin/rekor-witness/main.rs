@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     /// Verify checkpoints, Sigstore bundles and consistency proofs offline.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
+    /// Run the witness service (gRPC, pull feeders, re-cosigning, archive).
+    Serve(serve::ServeCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +35,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(command) => verify::run(command),
+        Command::Serve(command) => serve::run(command),
     }
 }

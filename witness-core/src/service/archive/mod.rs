@@ -1,13 +1,297 @@
 //! The checkpoint archive: every cosigned checkpoint written to object storage,
 //! and per period a DSSE-signed manifest listing their digests.
+//!
+//! # Layout
+//!
+//! Under the archive's root (a local directory, or an S3 bucket and prefix):
+//!
+//! ```text
+//! checkpoints/<origin>/<size>/<cosigned at>-<sha256>.txt
+//! manifests/<period start>-<period end>.dsse.json
+//! ```
+//!
+//! - `<origin>` is [`origin_segment`]: the origin with every byte other than
+//!   `[a-z0-9-]` and a non-leading `.` escaped as `_XX`, and names over 160
+//!   bytes cut and suffixed with the SHA-256 of the origin. No origin can leave
+//!   its folder or share it with another, even on case-insensitive filesystems.
+//! - `<size>` is the tree size, zero-padded to 19 digits so listings sort.
+//! - `<cosigned at>` is the cosignature time, `YYYYMMDDTHHMMSSZ` (UTC).
+//! - `<sha256>` is the hex SHA-256 of the object: the note exactly as the
+//!   witness returned it, checkpoint text and every signature line. Every
+//!   cosignature is its own object, re-cosignatures of the same tree included.
+//! - A manifest is a DSSE envelope (JSON, payload type
+//!   `application/vnd.in-toto+json`) over an in-toto Statement v1 listing each
+//!   checkpoint object written in the period once, in the order written; a
+//!   period in which nothing was written has no manifest. [`verify_manifest`]
+//!   checks one against the signer's manifest key.
+//!
+//! ```json
+//! {"_type": "https://in-toto.io/Statement/v1",
+//!  "subject": [{"name": "checkpoints/…/….txt", "digest": {"sha256": "<hex>"}}],
+//!  "predicateType": "https://rekor-witness.dev/checkpoint-archive/v1",
+//!  "predicate": {"witness": "<name>", "periodStart": "<RFC 3339>",
+//!                "periodEnd": "<RFC 3339>", "count": <number of subjects>}}
+//! ```
+//!
+//! Nothing is ever overwritten: objects are created with `PutMode::Create`. An
+//! object already holding the same bytes is a retry and accepted; other bytes
+//! under the name are reported, counted and left alone, and the refused
+//! checkpoint is kept in the spool's `conflicts/`.
+//!
+//! # Durability and ordering
+//!
+//! The witness answers before archiving (its own state store already holds the
+//! checkpoint), so [`ArchiveSubmitter::submit`] never waits on storage: it
+//! parses the note and hands it to a bounded in-memory queue. The archive then
+//! writes it to the local spool (see [`ArchiveConfig::spool_dir`]: temporary
+//! file, fsync, rename, directory fsync) before any upload, uploads from the
+//! spool with retries and exponential backoff, lists the object in the
+//! period's journal (fsynced) and only then deletes the spool file. So an object
+//! store outage of any length, or a restart, loses nothing: the spool is the
+//! queue, and at start the archive resumes it. Memory stays bounded during an
+//! outage because only `queue_capacity` spooled checkpoints are read back at a
+//! time. What a crash can lose is the few checkpoints submitted in the
+//! milliseconds before they reach the spool; a clean shutdown spools all.
+//!
+//! Periods are aligned to multiples of [`ArchiveConfig::period`]. At each
+//! boundary the period's journal is sealed and its manifest signed through the
+//! [`ManifestSigner`] and written; on shutdown the partial period gets its
+//! manifest too, and after a restart the rest of that period starts at the
+//! restart (the manifest names give the exact span). After a crash the open
+//! journal is resumed instead, so each object is listed once; only an object
+//! whose write was cut short by the crash and redone in a later period may be
+//! listed in both periods' manifests. A period reaching
+//! [`MAX_MANIFEST_SUBJECTS`] objects is closed early. When the signer or the
+//! store is unavailable the manifest is retried later, also after a restart;
+//! an unsigned manifest is never written.
+
+mod config;
+mod layout;
+mod manifest;
+mod spool;
+mod uploader;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, watch};
 
-use crate::Result;
+use crate::service::metrics::WitnessMetrics;
+use crate::{Error, Result};
+
+pub use config::ArchiveConfig;
+pub use layout::{ArchivedCheckpoint, CHECKPOINTS_DIR, MANIFESTS_DIR, origin_segment};
+pub use manifest::{
+    MAX_MANIFEST_SUBJECTS, ManifestSubject, ManifestVerifier, PAYLOAD_TYPE, PREDICATE_TYPE,
+    STATEMENT_TYPE, VerifiedManifest, verify_manifest,
+};
+
+use spool::Spool;
+use uploader::{Backoff, Uploader, UploaderSettings, unix_now};
 
 /// Signs manifests: the signer's `SignManifest` call (manifest key, DSSE).
 #[async_trait]
 pub trait ManifestSigner: Send + Sync + 'static {
     /// Returns the DSSE envelope (JSON) over `payload` of type `payload_type`.
     async fn sign_manifest(&self, payload_type: &str, payload: Vec<u8>) -> Result<Vec<u8>>;
+}
+
+/// The archive, opened and not yet running: hand out [`ArchiveSubmitter`]s,
+/// then [`Archive::run`] it.
+pub struct Archive {
+    spool: Arc<Spool>,
+    next_sequence: u64,
+    uploader: Uploader,
+    metrics: Arc<WitnessMetrics>,
+    max_retry_interval: Duration,
+    sender: mpsc::Sender<ArchivedCheckpoint>,
+    receiver: mpsc::Receiver<ArchivedCheckpoint>,
+}
+
+/// Hands cosigned checkpoints to the archive; cheap to clone.
+#[derive(Clone)]
+pub struct ArchiveSubmitter {
+    sender: mpsc::Sender<ArchivedCheckpoint>,
+    metrics: Arc<WitnessMetrics>,
+}
+
+impl ArchiveSubmitter {
+    /// Queues a cosigned checkpoint note (checkpoint text and signature lines,
+    /// exactly as the witness returned it) cosigned at `cosigned_at` (seconds
+    /// since the Unix epoch). Never waits. Fails, and counts a failed
+    /// checkpoint write, if the note is not a checkpoint of `origin`, if the
+    /// archive has stopped, or if `queue_capacity` checkpoints are already
+    /// waiting for the spool's disk.
+    pub fn submit(&self, origin: &str, cosigned_at: u64, note: &[u8]) -> Result<()> {
+        let queued = ArchivedCheckpoint::new(origin, cosigned_at, note).and_then(|checkpoint| {
+            self.sender
+                .try_send(checkpoint)
+                .map_err(|error| Error::Archive {
+                    detail: match error {
+                        TrySendError::Full(_) => {
+                            "queue is full: the spool's disk is not keeping up".to_owned()
+                        }
+                        TrySendError::Closed(_) => "the archive has stopped".to_owned(),
+                    },
+                })
+        });
+        if queued.is_err() {
+            self.metrics.archive_write("checkpoint", false);
+        }
+        queued
+    }
+}
+
+impl Archive {
+    /// Opens the object store and the spool named by `config` (creating local
+    /// directories; blocking file I/O) and recovers the spool's state.
+    /// `witness_name` goes into every manifest; `signer` signs them.
+    pub fn open(
+        config: &ArchiveConfig,
+        witness_name: &str,
+        signer: Arc<dyn ManifestSigner>,
+        metrics: Arc<WitnessMetrics>,
+    ) -> Result<Archive> {
+        config.validate()?;
+        let storage = config.open_storage()?;
+        let (spool, next_sequence) = Spool::open(&config.spool_dir)?;
+        let spooled = spool.periods()?;
+        let spool = Arc::new(spool);
+        let uploader = Uploader::recover(
+            UploaderSettings {
+                store: storage.store,
+                local_root: storage.local_root,
+                spool: spool.clone(),
+                signer,
+                metrics: metrics.clone(),
+                witness: witness_name.to_owned(),
+                period: config.period.as_secs(),
+                batch_limit: config.queue_capacity,
+                max_retry_interval: config.max_retry_interval,
+            },
+            spooled,
+            unix_now(),
+        )?;
+        let (sender, receiver) = mpsc::channel(config.queue_capacity);
+        Ok(Archive {
+            spool,
+            next_sequence,
+            uploader,
+            metrics,
+            max_retry_interval: config.max_retry_interval,
+            sender,
+            receiver,
+        })
+    }
+
+    /// A handle to submit checkpoints with; usable before and while the archive runs.
+    pub fn submitter(&self) -> ArchiveSubmitter {
+        ArchiveSubmitter {
+            sender: self.sender.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Spools submissions and writes checkpoints and manifests until `shutdown`
+    /// completes; then spools what was already submitted, makes one last pass
+    /// at writing, and writes the manifest of the partial period. Failures are
+    /// logged, counted and retried, never fatal.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Archive {
+            spool,
+            next_sequence,
+            uploader,
+            metrics,
+            max_retry_interval,
+            sender,
+            receiver,
+        } = self;
+        // Only submitters keep the queue open.
+        drop(sender);
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let spooler = Spooler {
+            spool,
+            next_sequence,
+            metrics,
+            retry: Backoff::new(max_retry_interval),
+            wake: wake.clone(),
+        };
+        let signal = async move {
+            shutdown.await;
+            // Both receivers live until `join!` returns.
+            let _ = stop.send(true);
+        };
+        let ((), (), uploader) = tokio::join!(
+            signal,
+            spooler.run(receiver, stopped.clone()),
+            uploader.run_until(stopped, wake),
+        );
+        uploader.finish().await;
+    }
+}
+
+/// Moves submissions from memory to the spool.
+struct Spooler {
+    spool: Arc<Spool>,
+    next_sequence: u64,
+    metrics: Arc<WitnessMetrics>,
+    retry: Backoff,
+    wake: Arc<Notify>,
+}
+
+impl Spooler {
+    async fn run(
+        mut self,
+        mut receiver: mpsc::Receiver<ArchivedCheckpoint>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                next = receiver.recv() => next,
+                _ = stopped.wait_for(|stop| *stop) => None,
+            };
+            let Some(checkpoint) = next else {
+                break;
+            };
+            // The caller was told the checkpoint is accepted: keep trying
+            // until the disk takes it, or the archive stops.
+            while let Err(error) = self.enqueue(&checkpoint).await {
+                self.metrics.archive_write("checkpoint", false);
+                if *stopped.borrow() {
+                    tracing::error!(%error, origin = checkpoint.origin(), "checkpoint not archived: cannot spool it");
+                    break;
+                }
+                let wait = self.retry.fail();
+                tracing::error!(%error, ?wait, "cannot spool a checkpoint; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
+            }
+        }
+        // Spool what was submitted before the stop.
+        receiver.close();
+        while let Some(checkpoint) = receiver.recv().await {
+            if let Err(error) = self.enqueue(&checkpoint).await {
+                self.metrics.archive_write("checkpoint", false);
+                tracing::error!(%error, origin = checkpoint.origin(), "checkpoint not archived: cannot spool it");
+            }
+        }
+    }
+
+    async fn enqueue(&mut self, checkpoint: &ArchivedCheckpoint) -> Result<()> {
+        let sequence = self.next_sequence;
+        let owned = checkpoint.clone();
+        self.spool
+            .call(move |spool| spool.enqueue(sequence, &owned))
+            .await?;
+        self.next_sequence += 1;
+        self.retry.succeed();
+        self.wake.notify_one();
+        Ok(())
+    }
 }

@@ -11,10 +11,12 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::fmt::Display;
+
 use async_trait::async_trait;
 
-use crate::Result;
 use crate::merkle::Hash;
+use crate::{Error, Result};
 
 /// A log the witness trusts. Logs are added, never removed, and their keys never
 /// change: re-adding a log with other keys would allow a split view.
@@ -96,4 +98,41 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The evidence kept for a log, oldest first.
     async fn evidence(&self, origin: &str) -> Result<Vec<MisbehaviourEvidence>>;
+}
+
+/// A failure of the database itself. The detail is the driver's message, which
+/// names the failed operation but never carries the connection URL or a password.
+fn storage(what: &str, err: impl Display) -> Error {
+    Error::Storage {
+        detail: format!("{what}: {err}"),
+    }
+}
+
+/// A tree size or timestamp as the signed 64-bit integer both databases store.
+/// Every valid value fits: tree sizes and cosignature timestamps are bounded by
+/// 2^63 - 1 ([`crate::merkle::MAX_TREE_SIZE`]).
+fn to_sql_int(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::InvalidRequest {
+        reason: "tree size or timestamp above 2^63 - 1",
+    })
+}
+
+/// A stored integer back as the unsigned value it was written from; the schemas'
+/// CHECK constraints keep it non-negative.
+fn from_sql_int(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| storage("reading stored state", "negative integer"))
+}
+
+/// A stored root hash, which the schemas constrain to 32 bytes.
+fn root_from_sql(bytes: &[u8]) -> Result<Hash> {
+    Hash::from_slice(bytes).map_err(|_| storage("reading stored state", "root is not 32 bytes"))
+}
+
+/// The keys of a trusted log in the one form both stores keep and compare:
+/// sorted, without duplicates, so the same key set in another order is the same log.
+fn canonical_keys(keys: &[String]) -> Vec<String> {
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    keys
 }

@@ -1,0 +1,558 @@
+//! The archive's writer: takes spooled checkpoints to the object store, keeps
+//! the journal of each period, and writes each closed period's signed manifest.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::service::archive::ManifestSigner;
+use crate::service::archive::layout::{manifest_path, period_start};
+use crate::service::archive::manifest::{
+    MAX_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
+};
+use crate::service::archive::spool::{Queued, Spool, SpooledPeriod};
+use crate::service::metrics::WitnessMetrics;
+use crate::{Error, Result};
+
+/// Objects written at once. The writer is the only one, so this bounds the
+/// connections it holds open; 8 keeps a backlog after an outage draining at
+/// several times the witness's cosigning rate.
+const UPLOAD_CONCURRENCY: usize = 8;
+
+/// The first wait after a failure; waits double up to the configured maximum.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Seconds since the Unix epoch by the wall clock (periods are wall-clock hours).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Exponential backoff between attempts.
+pub(crate) struct Backoff {
+    next: Option<Instant>,
+    delay: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: None,
+            delay: FIRST_RETRY.min(max),
+            max,
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.next.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// When the next attempt may be made.
+    pub fn deadline(&self) -> Instant {
+        self.next.unwrap_or_else(Instant::now)
+    }
+
+    /// Records a failure; returns the wait before the next attempt.
+    pub fn fail(&mut self) -> Duration {
+        let delay = self.delay;
+        self.next = Some(Instant::now() + delay);
+        self.delay = (delay * 2).min(self.max);
+        delay
+    }
+
+    pub fn succeed(&mut self) {
+        self.next = None;
+        self.delay = FIRST_RETRY.min(self.max);
+    }
+}
+
+/// Why an object was not written.
+enum WriteError {
+    /// The store or the signer failed: try again later.
+    Unavailable(Error),
+    /// Another object already holds the name, or the object can never be
+    /// written: trying again cannot help.
+    Refused(Error),
+}
+
+/// The period objects are being listed in now.
+struct OpenPeriod {
+    start: u64,
+    /// The period boundary at which it closes.
+    end: u64,
+    subjects: Vec<ManifestSubject>,
+    names: HashSet<String>,
+}
+
+impl OpenPeriod {
+    fn new(start: u64, period: u64, subjects: Vec<ManifestSubject>) -> OpenPeriod {
+        OpenPeriod {
+            start,
+            end: period_start(start, period) + period,
+            names: subjects.iter().map(|s| s.name.clone()).collect(),
+            subjects,
+        }
+    }
+}
+
+/// A closed period whose manifest is not written yet.
+struct SealedPeriod {
+    start: u64,
+    end: u64,
+    subjects: Vec<ManifestSubject>,
+}
+
+/// Everything the writer needs, and its state.
+pub(crate) struct Uploader {
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+    spool: Arc<Spool>,
+    signer: Arc<dyn ManifestSigner>,
+    metrics: Arc<WitnessMetrics>,
+    witness: String,
+    period: u64,
+    batch_limit: usize,
+    pending: VecDeque<Queued>,
+    more_queued: bool,
+    current: OpenPeriod,
+    sealed: VecDeque<SealedPeriod>,
+    upload_retry: Backoff,
+    manifest_retry: Backoff,
+}
+
+/// The writer's settings.
+pub(crate) struct UploaderSettings {
+    pub store: Arc<dyn ObjectStore>,
+    pub local_root: Option<PathBuf>,
+    pub spool: Arc<Spool>,
+    pub signer: Arc<dyn ManifestSigner>,
+    pub metrics: Arc<WitnessMetrics>,
+    pub witness: String,
+    pub period: u64,
+    pub batch_limit: usize,
+    pub max_retry_interval: Duration,
+}
+
+impl Uploader {
+    /// Picks up where the last run stopped: sealed periods wait for their
+    /// manifest; the open period goes on if it has not ended, and is sealed at
+    /// its boundary if it has. With no open period, one starts now: whatever was
+    /// written earlier in this period is in the manifest the last run wrote when
+    /// it stopped.
+    pub fn recover(
+        settings: UploaderSettings,
+        spooled: Vec<SpooledPeriod>,
+        now: u64,
+    ) -> Result<Uploader> {
+        let UploaderSettings {
+            store,
+            local_root,
+            spool,
+            signer,
+            metrics,
+            witness,
+            period,
+            batch_limit,
+            max_retry_interval,
+        } = settings;
+        let mut sealed = VecDeque::new();
+        let mut current = None;
+        let open_count = spooled.iter().filter(|p| p.end.is_none()).count();
+        let mut open_seen = 0;
+        for spooled in spooled {
+            let Some(end) = spooled.end else {
+                open_seen += 1;
+                let boundary = period_start(spooled.start, period) + period;
+                if open_seen == open_count && boundary > now {
+                    current = Some(OpenPeriod::new(spooled.start, period, spooled.subjects));
+                } else {
+                    let end = boundary.min(now).max(spooled.start);
+                    spool.seal(spooled.start, end)?;
+                    sealed.push_back(SealedPeriod {
+                        start: spooled.start,
+                        end,
+                        subjects: spooled.subjects,
+                    });
+                }
+                continue;
+            };
+            sealed.push_back(SealedPeriod {
+                start: spooled.start,
+                end,
+                subjects: spooled.subjects,
+            });
+        }
+        Ok(Uploader {
+            store,
+            local_root,
+            spool,
+            signer,
+            metrics,
+            witness,
+            period,
+            batch_limit,
+            pending: VecDeque::new(),
+            more_queued: true,
+            current: current.unwrap_or_else(|| OpenPeriod::new(now, period, Vec::new())),
+            sealed,
+            upload_retry: Backoff::new(max_retry_interval),
+            manifest_retry: Backoff::new(max_retry_interval),
+        })
+    }
+
+    /// Writes until `stop` turns true, then returns itself for [`Uploader::finish`].
+    pub async fn run_until(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) -> Self {
+        loop {
+            if *stop.borrow() {
+                return self;
+            }
+            let now = unix_now();
+            self.roll(now).await;
+            if self.pending.is_empty() && self.more_queued && self.upload_retry.ready() {
+                self.load_queue().await;
+            }
+            if !self.pending.is_empty() && self.upload_retry.ready() {
+                self.upload_batch().await;
+            }
+            if !self.sealed.is_empty() && self.manifest_retry.ready() {
+                self.write_manifests().await;
+            }
+            let deadline = self.next_deadline(now);
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = wake.notified() => self.more_queued = true,
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// The last pass at shutdown, after every submission was spooled: writes
+    /// what the store takes without waiting out failures, closes the period
+    /// now and writes the manifests that can be written. What is left stays in
+    /// the spool for the next start.
+    pub async fn finish(mut self) {
+        self.pending.clear();
+        self.more_queued = true;
+        loop {
+            if self.pending.is_empty()
+                && (!self.more_queued || !self.load_queue().await || self.pending.is_empty())
+            {
+                break;
+            }
+            if !self.upload_batch().await {
+                break;
+            }
+        }
+        let now = unix_now();
+        self.roll(now).await;
+        self.seal_current(now.max(self.current.start), now).await;
+        self.manifest_retry.succeed();
+        self.write_manifests().await;
+        if !self.sealed.is_empty() {
+            tracing::warn!(
+                periods = self.sealed.len(),
+                "archive stopped with manifests unwritten; they will be written at the next start"
+            );
+        }
+    }
+
+    fn next_deadline(&self, now: u64) -> Instant {
+        // Flooring `now` makes this wake at or after the boundary, never before.
+        let mut deadline =
+            Instant::now() + Duration::from_secs(self.current.end.saturating_sub(now));
+        if !self.pending.is_empty() || self.more_queued {
+            deadline = deadline.min(self.upload_retry.deadline());
+        }
+        if !self.sealed.is_empty() {
+            deadline = deadline.min(self.manifest_retry.deadline());
+        }
+        deadline
+    }
+
+    /// Reads the next queued checkpoints from the spool; false if it failed.
+    async fn load_queue(&mut self) -> bool {
+        let limit = self.batch_limit;
+        match self.spool.call(move |spool| spool.queued(limit)).await {
+            Ok(scan) => {
+                for _ in 0..scan.set_aside {
+                    self.metrics.archive_write("checkpoint", false);
+                }
+                self.pending.extend(scan.queued);
+                self.more_queued = scan.more;
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read the archive spool");
+                self.upload_retry.fail();
+                false
+            }
+        }
+    }
+
+    /// Writes up to [`UPLOAD_CONCURRENCY`] pending checkpoints; true if none
+    /// failed for a reason worth retrying.
+    async fn upload_batch(&mut self) -> bool {
+        let count = self.pending.len().min(UPLOAD_CONCURRENCY);
+        let batch: Vec<Queued> = self.pending.drain(..count).collect();
+        let outcomes = futures::future::join_all(batch.iter().map(|queued| {
+            self.write_checkpoint(queued.checkpoint.path(), queued.checkpoint.note())
+        }))
+        .await;
+        let mut retry = Vec::new();
+        for (queued, outcome) in batch.into_iter().zip(outcomes) {
+            let path = queued.checkpoint.path().to_string();
+            match outcome {
+                Ok(()) => match self.record(&queued).await {
+                    Ok(()) => self.metrics.archive_write("checkpoint", true),
+                    Err(error) => {
+                        tracing::error!(%error, %path, "cannot journal an archived checkpoint");
+                        self.metrics.archive_write("checkpoint", false);
+                        retry.push(queued);
+                    }
+                },
+                Err(WriteError::Refused(error)) => {
+                    tracing::error!(%error, %path, "checkpoint not archived: its name is taken by other bytes; set aside in the spool's conflicts/");
+                    self.metrics.archive_write("checkpoint", false);
+                    let file = queued.file.clone();
+                    if let Err(error) = self.spool.call(move |spool| spool.set_aside(&file)).await {
+                        tracing::error!(%error, "cannot set a conflicting checkpoint aside");
+                        retry.push(queued);
+                    }
+                }
+                Err(WriteError::Unavailable(error)) => {
+                    tracing::warn!(%error, %path, "cannot archive a checkpoint yet; it stays spooled");
+                    self.metrics.archive_write("checkpoint", false);
+                    retry.push(queued);
+                }
+            }
+        }
+        if retry.is_empty() {
+            self.upload_retry.succeed();
+            return true;
+        }
+        let wait = self.upload_retry.fail();
+        tracing::debug!(
+            ?wait,
+            pending = self.pending.len() + retry.len(),
+            "archive upload backing off"
+        );
+        for queued in retry.into_iter().rev() {
+            self.pending.push_front(queued);
+        }
+        false
+    }
+
+    /// Creates the object, or accepts an identical one already there (a retry
+    /// of a write whose answer was lost); never overwrites.
+    async fn write_checkpoint(
+        &self,
+        path: &Path,
+        note: &[u8],
+    ) -> std::result::Result<(), WriteError> {
+        match self.create(path, note.to_vec()).await {
+            Ok(None) => Ok(()),
+            Ok(Some(existing)) if existing.as_ref() == note => {
+                self.sync_local(path).await.map_err(WriteError::Unavailable)
+            }
+            Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
+                detail: format!("{path} already holds different bytes"),
+            })),
+            Err(error) => Err(WriteError::Unavailable(error)),
+        }
+    }
+
+    /// `PutMode::Create`: `None` once written (and, locally, fsynced), or the
+    /// bytes of the object already there.
+    async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<Option<Bytes>> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let archive_error = |e: object_store::Error| Error::Archive {
+            detail: format!("{path}: {e}"),
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => {
+                self.sync_local(path).await?;
+                Ok(None)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.store.get(path).await.map_err(archive_error)?;
+                Ok(Some(existing.bytes().await.map_err(archive_error)?))
+            }
+            Err(error) => Err(archive_error(error)),
+        }
+    }
+
+    /// Makes a local object durable: the object store's local backend renames
+    /// files into place without fsync, and the spool entry is deleted next.
+    async fn sync_local(&self, path: &Path) -> Result<()> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = root.join(path.as_ref());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            for dir in file.ancestors().skip(1) {
+                std::fs::File::open(dir)?.sync_all()?;
+                if dir == root {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|detail| Error::Archive {
+            detail: format!("fsync {path}: {detail}"),
+        })
+    }
+
+    /// Lists a written checkpoint in the current period, durably, then drops it
+    /// from the queue: a crash in between writes and lists it again.
+    async fn record(&mut self, queued: &Queued) -> Result<()> {
+        self.roll(unix_now()).await;
+        let subject = ManifestSubject {
+            name: queued.checkpoint.path().to_string(),
+            sha256: *queued.checkpoint.sha256(),
+        };
+        if !self.current.names.contains(&subject.name) {
+            if self.current.subjects.len() >= MAX_MANIFEST_SUBJECTS {
+                let now = unix_now().max(self.current.start);
+                self.seal_current(now, now).await;
+            }
+            let start = self.current.start;
+            let line = subject.clone();
+            self.spool
+                .call(move |spool| spool.record(start, &line))
+                .await?;
+            self.current.names.insert(subject.name.clone());
+            self.current.subjects.push(subject);
+        }
+        let file = queued.file.clone();
+        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&file)).await {
+            // It is written and listed; writing it again is accepted and not listed twice.
+            tracing::warn!(%error, "cannot remove an archived checkpoint from the spool");
+        }
+        Ok(())
+    }
+
+    /// Closes the current period once the clock passes its boundary.
+    async fn roll(&mut self, now: u64) {
+        if now >= self.current.end {
+            let end = self.current.end;
+            self.seal_current(end, period_start(now, self.period)).await;
+        }
+    }
+
+    /// Closes the current period at `end` and opens the next at `next_start`.
+    async fn seal_current(&mut self, end: u64, next_start: u64) {
+        let next = OpenPeriod::new(next_start, self.period, Vec::new());
+        let closed = std::mem::replace(&mut self.current, next);
+        if closed.subjects.is_empty() {
+            return;
+        }
+        let start = closed.start;
+        if let Err(error) = self.spool.call(move |spool| spool.seal(start, end)).await {
+            // The manifest is still written from memory; at the next start the
+            // journal is sealed again and the same manifest found in place.
+            tracing::error!(%error, "cannot seal a period journal in the spool");
+        }
+        self.sealed.push_back(SealedPeriod {
+            start,
+            end,
+            subjects: closed.subjects,
+        });
+    }
+
+    /// Writes the manifests of sealed periods, oldest first, until one fails.
+    async fn write_manifests(&mut self) {
+        while let Some(sealed) = self.sealed.front() {
+            let (start, end) = (sealed.start, sealed.end);
+            let outcome = if sealed.subjects.is_empty() {
+                // Nothing was written: an in-toto statement needs a subject.
+                Ok(())
+            } else {
+                let written = self.write_manifest(sealed).await;
+                self.metrics.archive_write("manifest", written.is_ok());
+                written
+            };
+            match outcome {
+                Ok(()) => {
+                    self.manifest_retry.succeed();
+                    if let Err(error) = self.spool.call(move |s| s.forget_sealed(start, end)).await
+                    {
+                        tracing::warn!(%error, "cannot remove a written period from the spool");
+                    }
+                }
+                Err(WriteError::Refused(error)) => {
+                    tracing::error!(%error, "manifest not written; its period is set aside in the spool's conflicts/");
+                    if let Err(error) = self
+                        .spool
+                        .call(move |s| s.set_aside_sealed(start, end))
+                        .await
+                    {
+                        tracing::error!(%error, "cannot set a period aside");
+                    }
+                }
+                Err(WriteError::Unavailable(error)) => {
+                    let wait = self.manifest_retry.fail();
+                    tracing::warn!(%error, ?wait, "cannot write a manifest yet; it will be retried");
+                    return;
+                }
+            }
+            self.sealed.pop_front();
+        }
+    }
+
+    /// Signs the period's statement and stores the envelope. Nothing is stored
+    /// unless the signer signed exactly our statement.
+    async fn write_manifest(&self, sealed: &SealedPeriod) -> std::result::Result<(), WriteError> {
+        let payload = statement(&self.witness, sealed.start, sealed.end, &sealed.subjects)
+            .map_err(WriteError::Refused)?;
+        let path = manifest_path(sealed.start, sealed.end).map_err(WriteError::Refused)?;
+        let envelope = self
+            .signer
+            .sign_manifest(PAYLOAD_TYPE, payload.clone())
+            .await
+            .map_err(WriteError::Unavailable)?;
+        match envelope_payload(&envelope) {
+            Ok((payload_type, signed)) if payload_type == PAYLOAD_TYPE && signed == payload => {}
+            _ => {
+                return Err(WriteError::Unavailable(Error::Signer {
+                    detail: "the envelope returned is not over the manifest sent".to_owned(),
+                }));
+            }
+        }
+        match self.create(&path, envelope).await {
+            Ok(None) => Ok(()),
+            // Written before a crash or a lost answer: same statement, another
+            // (randomized) signature.
+            Ok(Some(existing))
+                if envelope_payload(&existing).is_ok_and(|(_, stored)| stored == payload) =>
+            {
+                self.sync_local(&path)
+                    .await
+                    .map_err(WriteError::Unavailable)
+            }
+            Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
+                detail: format!("{path} already holds another manifest"),
+            })),
+            Err(error) => Err(WriteError::Unavailable(error)),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The gRPC `Witness` service: wire messages become core types here, and every
+//! error becomes a status here, in one place (`status_of`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Code, Request, Response, Status};
+use witness_proto::witness as pb;
+
+use crate::Error;
+use crate::bundle::parse_entries;
+use crate::merkle::Hash;
+use crate::service::witness::{SubtreeRequest, Witness};
+
+/// The gRPC code for an error, following the tlog-witness outcome.
+pub fn grpc_code(error: &Error) -> Code {
+    match error.http_status() {
+        404 => Code::NotFound,
+        403 => Code::PermissionDenied,
+        409 => Code::FailedPrecondition,
+        422 => Code::Aborted,
+        413 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        500 => Code::Internal,
+        _ => Code::InvalidArgument,
+    }
+}
+
+/// The status for an error: its gRPC code, the tlog-witness HTTP status in
+/// `x-http-status`, and for a 409 the stored size in `x-stored-size`.
+pub fn status_of(error: &Error) -> Status {
+    let mut status = Status::new(grpc_code(error), error.to_string());
+    let metadata = status.metadata_mut();
+    metadata.insert("x-http-status", error.http_status().into());
+    metadata.insert(
+        "x-witness-refusal",
+        tonic::metadata::MetadataValue::from_static(error.kind()),
+    );
+    if let Error::OldSizeMismatch { stored_size, .. } = error
+        && let Ok(value) = stored_size.to_string().parse()
+    {
+        metadata.insert("x-stored-size", value);
+    }
+    status
+}
+
+fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, Error> {
+    if raw.len() > crate::merkle::MAX_PROOF_HASHES {
+        return Err(Error::ProofTooLong {
+            count: raw.len(),
+            max: crate::merkle::MAX_PROOF_HASHES,
+        });
+    }
+    raw.iter().map(|h| Hash::from_slice(h)).collect()
+}
+
+/// The gRPC face of a [`Witness`].
+pub struct WitnessGrpc {
+    witness: Arc<Witness>,
+}
+
+impl WitnessGrpc {
+    pub fn new(witness: Arc<Witness>) -> WitnessGrpc {
+        WitnessGrpc { witness }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::witness_server::Witness for WitnessGrpc {
+    async fn add_checkpoint(
+        &self,
+        request: Request<pb::AddCheckpointRequest>,
+    ) -> Result<Response<pb::AddCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        let proof = hashes(&request.consistency_proof).map_err(|e| status_of(&e))?;
+        let lines = self
+            .witness
+            .add_checkpoint(request.old_size, proof, &request.checkpoint)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::AddCheckpointResponse {
+            signature_lines: lines,
+        }))
+    }
+
+    async fn sign_subtree(
+        &self,
+        request: Request<pb::SignSubtreeRequest>,
+    ) -> Result<Response<pb::SignSubtreeResponse>, Status> {
+        let request = request.into_inner();
+        let parsed = (|| {
+            Ok::<_, Error>(SubtreeRequest {
+                checkpoint: request.checkpoint,
+                start: request.start,
+                end: request.end,
+                subtree_hash: Hash::from_slice(&request.subtree_hash)?,
+                proof: hashes(&request.proof)?,
+            })
+        })()
+        .map_err(|e| status_of(&e))?;
+        let lines = self
+            .witness
+            .sign_subtree(parsed)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::SignSubtreeResponse {
+            signature_lines: lines,
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        let started = Instant::now();
+        let result = self.witness.checkpoint(&request.get_ref().origin).await;
+        self.witness
+            .metrics()
+            .request("get_checkpoint", started.elapsed());
+        let state = result.map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::GetCheckpointResponse {
+            checkpoint: state.note,
+            cosigned_at: state.cosigned_at,
+        }))
+    }
+
+    async fn list_logs(
+        &self,
+        _request: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::ListLogsResponse>, Status> {
+        let mut logs = Vec::new();
+        for log in self.witness.trusted_logs() {
+            let state = self
+                .witness
+                .store()
+                .state(&log.origin)
+                .await
+                .map_err(|e| status_of(&e))?;
+            logs.push(pb::Log {
+                origin: log.origin.clone(),
+                verifier_keys: log.keys.iter().map(|k| k.to_vkey()).collect(),
+                feed: log.feed.label().to_owned(),
+                size: state.as_ref().map_or(0, |s| s.tree.size),
+                cosigned: state.is_some(),
+                cosigned_at: state.as_ref().map_or(0, |s| s.cosigned_at),
+            });
+        }
+        Ok(Response::new(pb::ListLogsResponse { logs }))
+    }
+
+    async fn verify_inclusion(
+        &self,
+        request: Request<pb::VerifyInclusionRequest>,
+    ) -> Result<Response<pb::VerifyInclusionResponse>, Status> {
+        let started = Instant::now();
+        let entries = parse_entries(&request.get_ref().bundle).map_err(|e| status_of(&e))?;
+        let Some(entry) = entries.first() else {
+            return Err(status_of(&Error::InvalidRequest {
+                reason: "the bundle has no transparency log entry",
+            }));
+        };
+        let verdict = self.witness.verify_inclusion(entry).await;
+        self.witness
+            .metrics()
+            .request("verify_inclusion", started.elapsed());
+        let verdict = verdict.map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::VerifyInclusionResponse {
+            inclusion_verified: verdict.inclusion_verified,
+            consistent_with_witness: verdict.consistent_with_witness,
+            origin: verdict.origin,
+            log_index: verdict.log_index,
+            checkpoint_size: verdict.checkpoint_size,
+            witness_size: verdict.witness_size,
+            detail: verdict.detail,
+        }))
+    }
+
+    async fn metrics(
+        &self,
+        _request: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
+        Ok(Response::new(pb::MetricsResponse {
+            prometheus_text: self.witness.metrics().render(),
+        }))
+    }
+}

@@ -1,0 +1,217 @@
+//! The whole witness service as one library call, [`run`]: `main` and the
+//! tests call it on a bound listener with a shutdown future.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use witness_proto::witness::witness_server::WitnessServer;
+
+use crate::service::config::{Logs, WitnessConfig};
+use crate::service::feeder::{FeederConfig, LogKind};
+use crate::service::grpc::WitnessGrpc;
+use crate::service::metrics::WitnessMetrics;
+use crate::service::signer_client::{BatchingSigner, GrpcSigner, SignerKeys};
+use crate::service::store::LogStore;
+use crate::service::store::postgres::PostgresStore;
+use crate::service::store::sqlite::SqliteStore;
+use crate::service::witness::{CheckpointArchive, Feed, Witness};
+use crate::service::{archive, feeder, recosign};
+use crate::{Error, Result};
+
+/// Completes when the stop signal turns true.
+async fn stopping(mut stopped: watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl CheckpointArchive for archive::ArchiveSubmitter {
+    fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>) {
+        // The checkpoint is already durable in the state store; an archive
+        // refusal (queue full) is counted by the archive and logged here.
+        if let Err(error) = archive::ArchiveSubmitter::submit(self, origin, cosigned_at, &note) {
+            tracing::warn!(origin, error = %error, "checkpoint not queued for the archive");
+        }
+    }
+}
+
+/// The feeders of the pulled logs: each tlog-tiles log, and each Rekor v1
+/// server (all its shards).
+fn pulled_logs(logs: &Logs, config: &WitnessConfig) -> Result<Vec<FeederConfig>> {
+    let mut feeders = Vec::new();
+    let mut add = |name: &str, url: &str, kind: LogKind| -> Result<()> {
+        let mut feeder = FeederConfig::new(name, url, kind)?;
+        feeder.poll_interval = config.poll_interval;
+        feeder.max_backoff = feeder.max_backoff.max(config.poll_interval);
+        feeders.push(feeder);
+        Ok(())
+    };
+    for log in &logs.logs {
+        if let Feed::Tiles { url } = &log.feed {
+            add(&log.origin, url, LogKind::Tiles)?;
+        }
+    }
+    for sharded in &logs.sharded {
+        add(
+            sharded.origin_prefix.trim_end_matches(" - "),
+            &sharded.url,
+            LogKind::RekorV1,
+        )?;
+    }
+    Ok(feeders)
+}
+
+/// Opens the state store a configuration names.
+pub async fn open_store(config: &WitnessConfig) -> Result<Arc<dyn LogStore>> {
+    if config.state.starts_with("postgres://") || config.state.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(&config.state, config.state_pool_size).await?,
+        ))
+    } else {
+        let path = config
+            .state
+            .strip_prefix("sqlite://")
+            .unwrap_or(&config.state);
+        Ok(Arc::new(SqliteStore::open(Path::new(path))?))
+    }
+}
+
+/// Reads the signer's keys, retrying with backoff while the signer is not up
+/// yet (the two services start independently).
+async fn signer_keys(
+    signer: &GrpcSigner,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<SignerKeys> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match signer.keys().await {
+            Ok(keys) => return Ok(keys),
+            Err(error) => {
+                tracing::warn!(error = %error, retry_in = ?delay, "signer not reachable yet");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return Err(Error::Signer { detail: "shut down before the signer answered".into() }),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn server_tls(config: &WitnessConfig) -> Result<Option<ServerTlsConfig>> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| Error::Config {
+            detail: format!("{}: {e}", path.display()),
+        })
+    };
+    Ok(Some(
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+            .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?)),
+    ))
+}
+
+/// Serves the witness on `listener` until `shutdown` completes: the gRPC
+/// service, the pull feeders, re-cosigning and the archive. `base` resolves
+/// relative paths in the configuration.
+pub async fn run(
+    listener: TcpListener,
+    config: &WitnessConfig,
+    base: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let metrics = Arc::new(WitnessMetrics::new()?);
+    let store = open_store(config).await?;
+    let signer = GrpcSigner::connect(&config.signer, metrics.clone())?;
+    let mut waiting = stopped.clone();
+    let keys = signer_keys(&signer, &mut waiting).await?;
+    tracing::info!(witness = %keys.name, keys = keys.cosigning.len(), "signer keys loaded");
+
+    let archive_config = config.archive.clone().unwrap_or_default();
+    let archive = archive::Archive::open(
+        &archive_config,
+        &keys.name,
+        Arc::new(signer.clone()),
+        metrics.clone(),
+    )?;
+    let submitter = archive.submitter();
+
+    let logs = config.trusted_logs(base)?;
+    let pulled = pulled_logs(&logs, config)?;
+    let witness = Witness::new(
+        logs.logs,
+        logs.sharded,
+        keys.cosigning.clone(),
+        store,
+        Arc::new(BatchingSigner::new(signer.clone())),
+        Some(Arc::new(submitter)),
+        metrics.clone(),
+    )
+    .await?
+    .with_proof_source(Arc::new(feeder::LogProofSource::new(metrics.clone())?));
+    let witness = Arc::new(witness);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(archive.run(stopping(stopped.clone())));
+    tasks.spawn(recosign::run(
+        witness.clone(),
+        config.checkpoint_interval,
+        stopped.clone(),
+    ));
+    for log in pulled {
+        let witness = witness.clone();
+        let metrics = metrics.clone();
+        let stop = stopping(stopped.clone());
+        tasks.spawn(async move {
+            let name = log.name.clone();
+            if let Err(error) = feeder::run_feeder(log, witness, metrics, stop).await {
+                tracing::error!(log = %name, error = %error, "feeder stopped");
+            }
+        });
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WitnessServer<WitnessGrpc>>()
+        .await;
+    let mut builder = tonic::transport::Server::builder()
+        // Each request's deadline: a stuck signer or database must not pile up
+        // requests forever; the client sees DEADLINE_EXCEEDED and retries.
+        .timeout(Duration::from_secs(30))
+        // Bounds the work one connection (the gateway multiplexes many logs
+        // over one) can have in flight, so one client cannot starve the rest.
+        .concurrency_limit_per_connection(1024)
+        .tcp_nodelay(true);
+    if let Some(tls) = server_tls(config)? {
+        builder = builder.tls_config(tls).map_err(|e| Error::Config {
+            detail: format!("listener TLS: {e}"),
+        })?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = builder
+        .add_service(health_service)
+        .add_service(WitnessServer::new(WitnessGrpc::new(witness)))
+        .serve_with_incoming_shutdown(incoming, async {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    let _ = stop.send(true);
+    // Background tasks see the stop and finish their current step (the archive
+    // flushes its queue to the spool and writes the partial manifest).
+    while tasks.join_next().await.is_some() {}
+    served.map_err(|e| Error::Config {
+        detail: format!("gRPC server: {e}"),
+    })
+}
