@@ -7,6 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
+pub use witness_core::dsse::pae;
+
 use crate::error::{Error, Result};
 
 /// The in-toto attestation payload type.
@@ -20,19 +22,6 @@ pub const MAX_PAYLOAD_SIZE: usize = 4 << 20;
 /// most 127 characters each (RFC 6838, section 4.2): 127 + 1 + 127. The
 /// configuration refuses longer allowlist entries, so no longer type is signed.
 pub const MAX_PAYLOAD_TYPE_LEN: usize = 255;
-
-/// Pre-Authentication Encoding.
-pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
 
 #[derive(Deserialize)]
 struct StatementProbe {
@@ -89,15 +78,6 @@ pub fn envelope(payload_type: &str, payload: &[u8], key_id: &str, signature: &[u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pae_matches_the_dsse_spec_example() {
-        // From the DSSE protocol document.
-        assert_eq!(
-            pae("http://example.com/HelloWorld", b"hello world"),
-            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
-        );
-    }
 
     #[test]
     fn only_allowlisted_statements_pass() {

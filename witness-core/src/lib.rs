@@ -16,6 +16,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod cosignature;
+pub mod dsse;
 pub mod error;
 pub mod log_list;
 pub mod merkle;

@@ -942,3 +942,79 @@ async fn invalid_feeder_configuration_is_refused() {
         "config"
     );
 }
+
+/// The split-view check of `VerifyInclusion` fetches consistency proofs from
+/// the log on demand: for a Rekor v1 shard from `/api/v1/log/proof` (the real
+/// recorded staging proof here), verified against the real checkpoints' roots;
+/// a log serving a tampered proof is caught by that verification.
+#[tokio::test]
+async fn split_view_check_fetches_real_rekor_v1_proofs_from_the_log() {
+    use witness_core::merkle::verify_consistency;
+    use witness_core::service::feeder::LogProofSource;
+    use witness_core::service::witness::{ConsistencyProofSource as _, Feed, LogKeys};
+
+    const TREE_ID: i64 = 8202293616175992157;
+    let (server, url) = RekorV1Server::start(data(
+        "rekor/loginfo/rekor-v1-staging.GET-api-v1-log.new.json",
+    ))
+    .await;
+    let recorded = data(
+        "rekor/loginfo/rekor-v1-staging.GET-api-v1-log-proof.firstSize1352760.lastSize1352764.json",
+    );
+    server
+        .proofs
+        .lock()
+        .unwrap()
+        .insert((1352760, 1352764, TREE_ID), recorded.clone());
+    let metrics = Arc::new(WitnessMetrics::new().unwrap());
+    let source = LogProofSource::new(metrics).unwrap();
+    let log = LogKeys {
+        origin: format!("rekor.sigstage.dev - {TREE_ID}"),
+        keys: vec![staging_key()],
+        feed: Feed::RekorV1 { url: url.clone() },
+    };
+    let root = |file: &str| {
+        let note = data(&format!("rekor/checkpoints/valid/{file}"));
+        *witness_core::checkpoint::verify_checkpoint(&note, &[staging_key()], None)
+            .unwrap()
+            .checkpoint()
+            .root_hash()
+    };
+    let old_root = root("rekor.sigstage.dev_-_8202293616175992157.1352760.e81a8af7.txt");
+    let new_root = root("rekor.sigstage.dev_-_8202293616175992157.1352764.e3e958d9.txt");
+    let proof = source
+        .consistency_proof(&log, 1352760, 1352764)
+        .await
+        .unwrap();
+    verify_consistency(1352760, 1352764, &old_root, &new_root, &proof).unwrap();
+    let asked = server.proof_requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0]["treeID"], TREE_ID.to_string());
+
+    // The same proof with one hash changed no longer ties the two roots.
+    let tampered = String::from_utf8(recorded).unwrap();
+    let first = tampered.find('[').unwrap();
+    let digit = tampered[first..]
+        .find(|c: char| c.is_ascii_hexdigit() && c != 'f')
+        .unwrap()
+        + first;
+    let mut bytes = tampered.into_bytes();
+    bytes[digit] = b'f';
+    server
+        .proofs
+        .lock()
+        .unwrap()
+        .insert((1352760, 1352764, TREE_ID), bytes);
+    let proof = source
+        .consistency_proof(&log, 1352760, 1352764)
+        .await
+        .unwrap();
+    assert!(verify_consistency(1352760, 1352764, &old_root, &new_root, &proof).is_err());
+
+    // A log that pushes has no proof endpoint the witness knows of.
+    let pushed = LogKeys {
+        feed: Feed::Push,
+        ..log
+    };
+    assert!(source.consistency_proof(&pushed, 1, 2).await.is_err());
+}

@@ -125,6 +125,10 @@ fn operator_mistakes_are_refused_with_a_reason() {
             "at least 1s",
         ),
         ("state = \"x\"\n".to_owned(), "signer"),
+        (
+            format!("mirror_path = \"/srv/mirror.car\"\n{signer}"),
+            "air-gap mode is not available",
+        ),
     ] {
         let error = WitnessConfig::parse(&text).unwrap_err().to_string();
         assert!(error.contains(reason), "{text:?}: {error}");

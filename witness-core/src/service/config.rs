@@ -69,7 +69,9 @@ pub struct WitnessConfig {
     /// after the URL's host) or a vkey (`name+id+base64`).
     #[serde(default)]
     pub rekor_keys: Vec<String>,
-    /// A signed CAR mirror to verify and cosign offline (air-gap mode).
+    /// A signed CAR mirror to verify and cosign offline (air-gap mode). Air-gap
+    /// mode is not built yet (its own issue): setting this is refused rather
+    /// than silently ignored.
     #[serde(default)]
     pub mirror_path: Option<PathBuf>,
     /// The signer holding the witness keys.
@@ -175,6 +177,12 @@ impl WitnessConfig {
             return Err(config_error(
                 "a non-loopback listen address needs [tls] (mutual TLS)",
             ));
+        }
+        if let Some(path) = &config.mirror_path {
+            return Err(config_error(format!(
+                "mirror_path {}: air-gap mode is not available in this version",
+                path.display()
+            )));
         }
         if config.checkpoint_interval < Duration::from_secs(1) {
             return Err(config_error("checkpoint_interval must be at least 1s"));

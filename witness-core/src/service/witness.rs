@@ -436,12 +436,7 @@ impl Witness {
             return Err(error);
         }
         let cosignature = self.cosign(&checkpoint, stored, &proof).await?;
-        let log_signatures: Vec<NoteSignature> = verified
-            .note()
-            .verified()
-            .iter()
-            .map(|v| v.signature.clone())
-            .collect();
+        let log_signatures = log_signatures(&verified);
         self.store_and_reveal(&verified, &log_signatures, stored, cosignature)
             .await
     }
@@ -561,12 +556,7 @@ impl Witness {
                 detail: format!("stored note of {origin:?} does not match its stored tree"),
             });
         }
-        let log_signatures: Vec<NoteSignature> = verified
-            .note()
-            .verified()
-            .iter()
-            .map(|v| v.signature.clone())
-            .collect();
+        let log_signatures = log_signatures(&verified);
         let cosignature = self
             .cosigner
             .cosign(checkpoint, checkpoint.size(), &[])
@@ -703,6 +693,17 @@ impl Witness {
         let proof = source.consistency_proof(log, old.size, new.size).await?;
         verify_consistency(old.size, new.size, &old.root, &new.root, &proof)
     }
+}
+
+/// The log's signature lines that verified (kept for the monitoring endpoint;
+/// signatures from keys the witness does not know are dropped).
+fn log_signatures(verified: &VerifiedCheckpoint) -> Vec<NoteSignature> {
+    verified
+        .note()
+        .verified()
+        .iter()
+        .map(|v| v.signature.clone())
+        .collect()
 }
 
 /// The tlog-witness consistency checks of a checkpoint against the stored tree

@@ -10,6 +10,7 @@ use ed25519_dalek::Verifier as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::dsse::pae;
 use crate::service::archive::layout::rfc3339;
 use crate::{Error, Result};
 
@@ -164,19 +165,6 @@ pub(crate) fn envelope_payload(envelope: &[u8]) -> Result<(String, Vec<u8>)> {
     Ok((envelope.payload_type, payload))
 }
 
-/// DSSE's Pre-Authentication Encoding: the bytes actually signed.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
-
 #[derive(Clone)]
 enum PublicKey {
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -305,14 +293,6 @@ pub fn verify_manifest(envelope: &[u8], key: &ManifestVerifier) -> Result<Verifi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pae_matches_the_dsse_spec_example() {
-        assert_eq!(
-            pae("http://example.com/HelloWorld", b"hello world"),
-            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
-        );
-    }
 
     #[test]
     fn statement_lists_subjects_in_order_with_their_count() {
