@@ -4,8 +4,8 @@
 //! ([`checkpoint`]), C2SP tlog-cosignature messages ([`cosignature`]), RFC 6962 /
 //! RFC 9162 Merkle trees with proof verification and generation ([`merkle`]),
 //! C2SP tlog-tiles coordinates and a tile-backed hash source ([`tiles`]), Rekor v1
-//! REST formats ([`rekor`]) and the transparency-log part of Sigstore bundles
-//! ([`bundle`]).
+//! REST formats ([`rekor`]), the transparency-log part of Sigstore bundles
+//! ([`bundle`]) and the c2sp.org/tlog-witness HTTP bodies ([`witness_api`]).
 //!
 //! Out of scope: certificates, timestamps and artifact signatures in bundles, and
 //! any I/O. The modules above are pure: no async runtime, no network, no clock and
@@ -23,6 +23,7 @@ pub mod merkle;
 pub mod note;
 pub mod rekor;
 pub mod tiles;
+pub mod witness_api;
 
 pub use error::Error;
 
