@@ -25,7 +25,7 @@ use crate::bundle::url_host;
 use crate::log_list::parse_log_list;
 use crate::note::{SignatureType, VerifierKey};
 use crate::service::archive::ArchiveConfig;
-use crate::service::signer_client::{SignerConfig, humantime_serde_compat};
+use crate::service::signer_client::SignerConfig;
 use crate::service::witness::{Feed, LogKeys, ShardedLog};
 use crate::{Error, Result};
 
@@ -54,10 +54,16 @@ pub struct WitnessConfig {
     pub state_pool_size: usize,
     /// How often every log's latest checkpoint is cosigned again with a fresh
     /// timestamp, even if the log did not grow (default `1h`).
-    #[serde(default = "default_interval", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_interval",
+        deserialize_with = "crate::service::duration"
+    )]
     pub checkpoint_interval: Duration,
     /// How often pulled logs are polled (default `1m`).
-    #[serde(default = "default_poll", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_poll",
+        deserialize_with = "crate::service::duration"
+    )]
     pub poll_interval: Duration,
     /// Base URLs of the Rekor logs to pull, paired by position with
     /// `rekor_keys`. A log whose key is ECDSA P-256 is pulled as Rekor v1 (REST

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
+use crate::service::now_seconds;
 use crate::{Error, Result};
 
 /// Latency buckets (seconds) shared by the latency histograms.
@@ -231,10 +232,4 @@ impl WitnessMetrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
     }
-}
-
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

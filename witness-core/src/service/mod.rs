@@ -19,3 +19,18 @@ pub mod signer_client;
 pub mod store;
 pub mod telemetry;
 pub mod witness;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Deserializes a `humantime` duration ("10s", "1h", "1day") from a string.
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}

@@ -5,23 +5,18 @@
 //! tick.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
 use crate::Result;
+use crate::service::now_seconds;
 use crate::service::witness::Witness;
 
 /// How many logs are re-cosigned at once: enough to keep the signer busy,
 /// few enough to leave room for pushed checkpoints.
 const CONCURRENCY: usize = 8;
-
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The tick: a twelfth of the interval, between 1 s and 5 min.
 pub fn tick(interval: Duration) -> Duration {

@@ -37,24 +37,15 @@ pub struct SignerConfig {
     #[serde(default)]
     pub server_name: Option<String>,
     /// Deadline of one signer call (default `10s`).
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::service::duration"
+    )]
     pub timeout: Duration,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
-}
-
-/// `humantime` durations ("10s", "1h") in serde.
-pub(crate) mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 /// The signer's public keys, as the witness needs them.

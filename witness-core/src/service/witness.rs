@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
@@ -22,6 +22,7 @@ use crate::merkle::{Hash, MAX_PROOF_HASHES, empty_root, verify_consistency};
 use crate::note::{Note, NoteSignature, VerifierKey, parse_note};
 use crate::service::feeder::CheckpointSink;
 use crate::service::metrics::WitnessMetrics;
+use crate::service::now_seconds;
 use crate::service::store::{
     CasOutcome, LogState, LogStore, MisbehaviourEvidence, StoredTree, TrustedLog,
 };
@@ -170,12 +171,6 @@ pub struct Witness {
     archive: Option<Arc<dyn CheckpointArchive>>,
     proofs: Option<Arc<dyn ConsistencyProofSource>>,
     metrics: Arc<WitnessMetrics>,
-}
-
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The vkey form of a log's keys, sorted: what the store compares.

@@ -11,7 +11,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::service::archive::layout::MAX_PREFIX_LEN;
 use crate::{Error, Result};
@@ -46,7 +46,7 @@ pub struct ArchiveConfig {
     /// How often a signed manifest is written, as `30m`, `1h` or `1day`: whole
     /// seconds, at least `1s`. Periods are aligned to multiples of this length
     /// since the Unix epoch (hourly manifests start on the hour). Default `1h`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::service::duration")]
     pub period: Duration,
     /// A local directory for the durable spool: checkpoints waiting to be
     /// written, the list of objects written in the current period, periods
@@ -62,7 +62,7 @@ pub struct ArchiveConfig {
     pub queue_capacity: usize,
     /// The longest wait between two attempts to write to the object store or to
     /// have a manifest signed; waits start at one second and double. Default `1m`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::service::duration")]
     pub max_retry_interval: Duration,
 }
 
@@ -81,11 +81,6 @@ impl Default for ArchiveConfig {
             max_retry_interval: Duration::from_secs(60),
         }
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 /// Where the archive is, parsed from `url`.
