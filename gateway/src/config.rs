@@ -1,35 +1,142 @@
-//! The gateway's configuration.
+//! The gateway's configuration: a TOML file (`rekor-witness-gateway --config`),
+//! read strictly (unknown keys are errors), or built in code by tests.
+//!
+//! Each section's type lives with the code that uses it: [`crate::transport`]
+//! (serving TLS and the mTLS channels upstream), [`crate::protect`] (limits),
+//! [`crate::metrics`] (the metrics listener), [`crate::admin`] (the OIDC admin
+//! API).
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::GatewayError;
 
 /// Where the gateway serves the API and where it forwards requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// gRPC endpoint of the witness service, e.g. `http://127.0.0.1:7380`.
-    pub witness_endpoint: String,
+    /// Address of the API listener (default `127.0.0.1:8080`). A non-loopback
+    /// address requires `[tls]`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serve the API over HTTPS with this certificate (reloaded on change).
+    #[serde(default)]
+    pub tls: Option<crate::transport::ServerTls>,
+    /// The witness service's gRPC endpoint.
+    pub witness: Upstream,
+    /// The signer's gRPC endpoint, for its metrics and readiness only (the
+    /// gateway never asks it to sign).
+    #[serde(default)]
+    pub signer: Option<Upstream>,
     /// The tlog-witness submission prefix: `add-checkpoint` and `sign-subtree`
     /// are served under it. Empty, or `/`-separated segments starting with `/`
     /// and without a trailing `/`.
+    #[serde(default)]
     pub submission_prefix: String,
     /// The tlog-witness monitoring prefix, shaped like `submission_prefix`;
     /// delegating it to a CDN is what the spec's one-hour delay allows.
+    #[serde(default)]
     pub monitoring_prefix: String,
-    /// Deadline of one call to the witness service (connecting included).
-    pub witness_timeout: Duration,
+    /// Rate limits, timeouts and concurrency limits of the API listener.
+    #[serde(default)]
+    pub limits: crate::protect::Limits,
+    /// A separate listener for `/metrics` (optionally requiring client
+    /// certificates); without it `/metrics` is served on the API listener.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsListener>,
+    /// The admin API (add a log, list logs, force a re-cosign); off without it.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
+}
+
+/// A gRPC service the gateway calls: the witness, or the signer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http://host:port` (loopback only) or `https://host:port` (mutual TLS:
+    /// `ca`, `client_cert` and `client_key` are then required).
+    pub endpoint: String,
+    /// PEM file of the CA that issued the service's server certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM file of the gateway's client certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The name in the service's certificate, when it differs from the
+    /// endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Deadline of one call (connecting included); default `10s`: long enough
+    /// for a cosignature through the signer, short enough that a stuck witness
+    /// answers 503.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// A plaintext loopback endpoint with the default deadline.
+    pub fn plaintext(endpoint: impl Into<String>) -> Upstream {
+        Upstream {
+            endpoint: endpoint.into(),
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            server_name: None,
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Deserializes a `humantime` duration ("10s", "1h", "1day") from a string.
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 impl GatewayConfig {
-    /// Both prefixes empty, and a 10 s deadline: long enough for a cosignature
-    /// through the signer, short enough that a stuck witness answers 503.
+    /// Plain HTTP on the default listener, a plaintext witness endpoint, both
+    /// prefixes empty, default limits, no signer, no metrics listener, no admin
+    /// API.
     pub fn new(witness_endpoint: impl Into<String>) -> GatewayConfig {
         GatewayConfig {
-            witness_endpoint: witness_endpoint.into(),
+            listen: default_listen(),
+            tls: None,
+            witness: Upstream::plaintext(witness_endpoint),
+            signer: None,
             submission_prefix: String::new(),
             monitoring_prefix: String::new(),
-            witness_timeout: Duration::from_secs(10),
+            limits: crate::protect::Limits::default(),
+            metrics: None,
+            admin: None,
         }
+    }
+
+    /// Reads and validates a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<GatewayConfig, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GatewayError::Config {
+            detail: format!("reading {}: {e}", path.display()),
+        })?;
+        let config: GatewayConfig = toml::from_str(&text).map_err(|e| GatewayError::Config {
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        config.validate()?;
+        Ok(config)
     }
 
     pub(crate) fn validate(&self) -> Result<(), GatewayError> {

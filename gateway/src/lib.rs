@@ -11,10 +11,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod metrics;
 mod monitoring;
+pub mod protect;
+mod status;
 mod submission;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,18 +27,21 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use witness_core::witness_api::{MAX_ADD_CHECKPOINT_BODY, MAX_SIGN_SUBTREE_BODY};
+use witness_proto::signer::signer_client::SignerClient;
 use witness_proto::witness::witness_client::WitnessClient;
 
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, Upstream};
 pub use error::GatewayError;
 
 /// Shared by every handler: the witness client (cheap to clone, one HTTP/2
-/// connection underneath) and the origin index of the monitoring endpoint.
+/// connection underneath), the signer client when configured (metrics and
+/// readiness only), and the origin index of the monitoring endpoint.
 #[derive(Clone)]
-struct Gateway {
+pub(crate) struct Gateway {
     witness: WitnessClient<Channel>,
+    signer: Option<SignerClient<Channel>>,
     origins: Arc<monitoring::OriginIndex>,
 }
 
@@ -55,19 +63,13 @@ pub async fn run(
 
 fn router(config: &GatewayConfig) -> Result<Router, GatewayError> {
     config.validate()?;
-    let endpoint = Endpoint::from_shared(config.witness_endpoint.clone()).map_err(|e| {
-        GatewayError::Config {
-            detail: format!("witness endpoint {:?}: {e}", config.witness_endpoint),
-        }
-    })?;
-    // Lazy: the gateway starts (and answers 503) while the witness is down,
-    // instead of failing at startup or crash-looping with it.
-    let channel = endpoint
-        .connect_timeout(config.witness_timeout)
-        .timeout(config.witness_timeout)
-        .connect_lazy();
+    let signer = match &config.signer {
+        Some(upstream) => Some(SignerClient::new(transport::upstream_channel(upstream)?)),
+        None => None,
+    };
     let gateway = Gateway {
-        witness: WitnessClient::new(channel),
+        witness: WitnessClient::new(transport::upstream_channel(&config.witness)?),
+        signer,
         origins: Arc::new(monitoring::OriginIndex::default()),
     };
     let submission = &config.submission_prefix;
@@ -89,6 +91,7 @@ fn router(config: &GatewayConfig) -> Result<Router, GatewayError> {
             &format!("{monitoring}/{{origin_hash}}/checkpoint"),
             get(monitoring::checkpoint),
         )
+        .merge(status::routes())
         .with_state(gateway))
 }
 

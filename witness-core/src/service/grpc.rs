@@ -183,4 +183,25 @@ impl pb::witness_server::Witness for WitnessGrpc {
             prometheus_text: self.witness.metrics().render(),
         }))
     }
+
+    async fn readiness(
+        &self,
+        _request: Request<pb::ReadinessRequest>,
+    ) -> Result<Response<pb::ReadinessResponse>, Status> {
+        Err(Status::unimplemented("readiness is not implemented yet"))
+    }
+
+    async fn add_log(
+        &self,
+        _request: Request<pb::AddLogRequest>,
+    ) -> Result<Response<pb::AddLogResponse>, Status> {
+        Err(Status::unimplemented("add_log is not implemented yet"))
+    }
+
+    async fn recosign(
+        &self,
+        _request: Request<pb::RecosignRequest>,
+    ) -> Result<Response<pb::RecosignResponse>, Status> {
+        Err(Status::unimplemented("recosign is not implemented yet"))
+    }
 }
