@@ -6,157 +6,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../witness-core/tests/witness_support/mod.rs"]
-mod witness_support;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod gateway_support;
 
 use gateway::GatewayConfig;
-use tokio::sync::oneshot;
+use gateway_support::witness_support::TestLog;
+use gateway_support::{Stack, add, origin_hash, start_gateway, text};
+use std::sync::Arc;
 use witness_core::merkle::{Hash, LeafHashes, prove_subtree_consistency, subtree_hash};
 use witness_core::note::{parse_note, verify_note};
-use witness_core::service::config::WitnessConfig;
 use witness_core::service::metrics::WitnessMetrics;
 use witness_core::witness_api::{
-    AddCheckpointRequest, MAX_ADD_CHECKPOINT_BODY, SignSubtreeRequest,
-    serialize_add_checkpoint_body, serialize_sign_subtree_body,
+    MAX_ADD_CHECKPOINT_BODY, SignSubtreeRequest, serialize_sign_subtree_body,
 };
-use witness_proto::witness as pb;
-use witness_proto::witness::witness_client::WitnessClient;
-use witness_support::{SignerHarness, TestLog};
 
 const PUSHED: &str = "push.example/log";
 
-/// The origin hash of the monitoring path: lowercase hex SHA-256 of the origin.
-fn origin_hash(origin: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(origin.as_bytes()))
-}
-
-struct Stack {
-    http: reqwest::Client,
-    gateway: SocketAddr,
-    witness: WitnessClient<tonic::transport::Channel>,
-    signer: SignerHarness,
-    stops: Vec<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Stack {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.gateway)
-    }
-
-    async fn post(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn pushed_log(&mut self) -> pb::Log {
-        let logs = self
-            .witness
-            .list_logs(pb::ListLogsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .logs;
-        logs.into_iter().find(|l| l.origin == PUSHED).unwrap()
-    }
-}
-
 async fn start(log: &TestLog) -> Stack {
-    let signer = SignerHarness::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let c = &signer.client_config;
-    let text = format!(
-        r#"
-state = {state:?}
-
-[[log]]
-key = {vkey:?}
-
-[signer]
-endpoint = {endpoint:?}
-server_name = "localhost"
-ca = {ca:?}
-client_cert = {cert:?}
-client_key = {key:?}
-"#,
-        state = dir.path().join("witness.db").display().to_string(),
-        vkey = log.verifier.to_vkey(),
-        endpoint = c.endpoint,
-        ca = c.ca.display().to_string(),
-        cert = c.client_cert.display().to_string(),
-        key = c.client_key.display().to_string(),
-    );
-    let config = WitnessConfig::parse(&text).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let witness_addr = listener.local_addr().unwrap();
-    let (stop_witness, witness_stopped) = oneshot::channel::<()>();
-    let base = dir.path().to_path_buf();
-    tokio::spawn(async move {
-        witness_core::service::server::run(listener, &config, &base, async {
-            let _ = witness_stopped.await;
-        })
-        .await
-    });
-    let mut witness = None;
-    for _ in 0..100 {
-        if let Ok(client) = WitnessClient::connect(format!("http://{witness_addr}")).await {
-            witness = Some(client);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let witness = witness.expect("the witness did not come up");
-
-    let (gateway, stop_gateway) =
-        start_gateway(GatewayConfig::new(format!("http://{witness_addr}"))).await;
-    Stack {
-        http: reqwest::Client::new(),
-        gateway,
-        witness,
-        signer,
-        stops: vec![stop_witness, stop_gateway],
-        _dir: dir,
-    }
-}
-
-async fn start_gateway(config: GatewayConfig) -> (SocketAddr, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        gateway::run(listener, &config, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    (addr, stop)
-}
-
-fn add(old_size: u64, proof: Vec<Hash>, checkpoint: Vec<u8>) -> Vec<u8> {
-    serialize_add_checkpoint_body(&AddCheckpointRequest {
-        old_size,
-        consistency_proof: proof,
-        checkpoint,
-    })
-}
-
-async fn text(response: reqwest::Response) -> (u16, String, String) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, content_type, response.text().await.unwrap())
+    Stack::start(&[log], "", |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +112,7 @@ async fn tlog_witness_over_http_against_the_real_witness() {
     assert_eq!(status, 413);
     let (status, _, _) = text(stack.post("/sign-subtree", b"subtree 1 0\n".to_vec()).await).await;
     assert_eq!(status, 400);
-    let untouched = stack.pushed_log().await;
+    let untouched = stack.log(PUSHED).await;
     assert!(!untouched.cosigned && untouched.size == 0, "{untouched:?}");
 
     // Happy path: the cosignatures verify under the witness's keys.
@@ -317,7 +183,7 @@ async fn tlog_witness_over_http_against_the_real_witness() {
     assert_eq!(status, 404);
 
     // None of the refusals moved the witness.
-    assert_eq!(stack.pushed_log().await.size, 30);
+    assert_eq!(stack.log(PUSHED).await.size, 30);
 
     // Consistent growth is cosigned, and the monitoring endpoint serves it with
     // the log's signature and the witness's cosignatures.
@@ -399,9 +265,7 @@ async fn tlog_witness_over_http_against_the_real_witness() {
         .status();
     assert_eq!(status.as_u16(), 405);
 
-    for stop in stack.stops.drain(..) {
-        let _ = stop.send(());
-    }
+    stack.stop();
 }
 
 #[tokio::test]
