@@ -43,10 +43,11 @@ pub struct GatewayConfig {
     /// Rate limits, timeouts and concurrency limits of the API listener.
     #[serde(default)]
     pub limits: crate::protect::Limits,
-    /// A separate listener for `/metrics` (optionally requiring client
-    /// certificates); without it `/metrics` is served on the API listener.
+    /// Metrics: a separate listener for `/metrics` (optionally requiring
+    /// client certificates) and OTLP export; without a separate listener
+    /// `/metrics` is served on the API listener.
     #[serde(default)]
-    pub metrics: Option<crate::metrics::MetricsListener>,
+    pub metrics: Option<crate::metrics::MetricsConfig>,
     /// The admin API (add a log, list logs, force a re-cosign); off without it.
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
@@ -157,12 +158,32 @@ impl GatewayConfig {
                 });
             }
         }
-        Ok(())
+        // Submissions and the monitoring answers are public, but plaintext on
+        // a network lets anyone on the path rewrite them; loopback plaintext
+        // is for a TLS-terminating proxy on the same host, and for tests.
+        if self.tls.is_none() && !self.listen.ip().is_loopback() {
+            return Err(GatewayError::Config {
+                detail: format!(
+                    "listen {} is not a loopback address: plain HTTP is allowed on loopback only; configure [tls]",
+                    self.listen
+                ),
+            });
+        }
+        if let Some(tls) = &self.tls
+            && tls.reload_interval.is_zero()
+        {
+            return Err(GatewayError::Config {
+                detail: "tls.reload_interval must be above zero".into(),
+            });
+        }
+        self.limits.validate()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -176,5 +197,50 @@ mod tests {
         config.submission_prefix = "/witness/v1".into();
         config.monitoring_prefix = "/monitoring".into();
         assert!(config.validate().is_ok());
+    }
+
+    /// The example shipped in `config/` documents every key; it must stay a
+    /// configuration the gateway accepts, with the values it documents.
+    #[test]
+    fn shipped_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.example.toml");
+        let config = GatewayConfig::from_file(&path).expect("example configuration");
+        assert!(config.tls.is_some(), "the example serves HTTPS");
+        assert!(!config.listen.ip().is_loopback());
+        assert_eq!(config.limits, crate::protect::Limits::default());
+        assert!(config.signer.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_section() {
+        let base = "[witness]\nendpoint = \"http://127.0.0.1:1\"\n";
+        assert!(toml::from_str::<GatewayConfig>(base).is_ok());
+        for text in [
+            format!("listne = \"127.0.0.1:8080\"\n{base}"),
+            format!("{base}[limits]\nrequest_timout = \"1s\"\n"),
+            format!("{base}[limits.per_origin_rate]\nper_minute = 1\nburst = 1\nper_hour = 1\n"),
+            format!("{base}[tls]\ncert = \"c\"\nkey = \"k\"\npassword = \"x\"\n"),
+            format!("{base}timeuot = \"1s\"\n"),
+        ] {
+            let error = toml::from_str::<GatewayConfig>(&text).expect_err(&text);
+            assert!(error.to_string().contains("unknown field"), "{error}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_on_a_non_loopback_listen_address() {
+        let mut config = GatewayConfig::new("http://127.0.0.1:1");
+        for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:443"] {
+            config.listen = listen.parse().unwrap();
+            let error = config.validate().unwrap_err();
+            assert!(error.to_string().contains("loopback"), "{error}");
+        }
+        config.tls = Some(crate::transport::ServerTls::new("cert.pem", "key.pem"));
+        assert!(config.validate().is_ok());
+        config.tls = None;
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            config.listen = listen.parse().unwrap();
+            assert!(config.validate().is_ok());
+        }
     }
 }

@@ -132,7 +132,15 @@ impl IntoResponse for GatewayError {
             | GatewayError::Serve { .. } => {
                 tracing::warn!(kind = self.kind(), error = %self, "witness request failed");
                 let reason = status.canonical_reason().unwrap_or("error");
-                (status, format!("{reason}\n")).into_response()
+                let mut response = (status, format!("{reason}\n")).into_response();
+                if matches!(
+                    self,
+                    GatewayError::Unavailable { .. } | GatewayError::BadUpstream { .. }
+                ) {
+                    let failure = crate::metrics::UpstreamFailure(self.kind());
+                    response.extensions_mut().insert(failure);
+                }
+                response
             }
             refusal => (status, format!("{}\n", one_line(&refusal.to_string()))).into_response(),
         }

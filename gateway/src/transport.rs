@@ -1,18 +1,33 @@
-//! TLS: the API listener's server certificate (reloaded on change) and the
-//! mutual-TLS gRPC channels to the witness and the signer.
-//!
-//! Serving TLS: skeleton until the TLS work lands.
+//! TLS and serving: the API listener (HTTPS with a certificate reloaded on
+//! change, or plain HTTP on loopback), its accept loop with graceful shutdown,
+//! and the mutual-TLS gRPC channels to the witness and the signer.
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
-use std::path::Path;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::GatewayError;
 use crate::config::Upstream;
+use crate::protect::Limits;
 
 /// The API listener's certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -20,8 +35,282 @@ use crate::config::Upstream;
 pub struct ServerTls {
     /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
-    /// PEM private key (mode 0600 or stricter).
+    /// PEM private key (mode 0600 or stricter; a looser mode is logged).
     pub key: PathBuf,
+    /// How often both files are read again (default `5s`); a changed, valid
+    /// pair replaces the served certificate for new connections, without a
+    /// restart. A changed pair that does not load (a half-written file, a key
+    /// that does not match) is logged and the previous certificate kept.
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "crate::config::duration"
+    )]
+    pub reload_interval: Duration,
+}
+
+impl ServerTls {
+    /// The certificate and key at these paths, checked every five seconds.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> ServerTls {
+        ServerTls {
+            cert: cert.into(),
+            key: key.into(),
+            reload_interval: default_reload_interval(),
+        }
+    }
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The served certificate: read by every handshake, replaced by the reload
+/// task. A std lock: held only to clone an `Arc`, never across an await.
+#[derive(Debug)]
+struct ReloadingCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// The contents of the certificate and key files, as last read.
+#[derive(PartialEq, Eq)]
+struct PemFiles {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl PemFiles {
+    async fn read(tls: &ServerTls) -> Result<PemFiles, GatewayError> {
+        let read = |path: PathBuf| async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|e| tls_error(&path, &e.to_string()))
+        };
+        Ok(PemFiles {
+            cert: read(tls.cert.clone()).await?,
+            key: read(tls.key.clone()).await?,
+        })
+    }
+
+    fn certified_key(
+        &self,
+        tls: &ServerTls,
+        provider: &CryptoProvider,
+    ) -> Result<CertifiedKey, GatewayError> {
+        let chain = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
+        if chain.is_empty() {
+            return Err(tls_error(&tls.cert, "no certificate in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| tls_error(&tls.key, &e.to_string()))?;
+        // Also checks that the key is the certificate's.
+        CertifiedKey::from_der(chain, key, provider)
+            .map_err(|e| tls_error(&tls.cert, &format!("with {}: {e}", tls.key.display())))
+    }
+}
+
+fn tls_error(path: &Path, detail: &str) -> GatewayError {
+    GatewayError::Config {
+        detail: format!("TLS {}: {detail}", path.display()),
+    }
+}
+
+/// The API listener's TLS acceptor, and the task that reloads its certificate
+/// (stopped when this is dropped).
+pub(crate) struct ServingTls {
+    acceptor: TlsAcceptor,
+    reload: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ServingTls {
+    fn drop(&mut self) {
+        self.reload.abort();
+    }
+}
+
+impl ServingTls {
+    /// Loads the certificate (a failure here is a configuration error) and
+    /// starts watching its files.
+    pub(crate) async fn start(tls: &ServerTls) -> Result<ServingTls, GatewayError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let files = PemFiles::read(tls).await?;
+        warn_if_key_is_readable_by_others(&tls.key);
+        let certificate = Arc::new(ReloadingCertificate {
+            current: RwLock::new(Arc::new(files.certified_key(tls, &provider)?)),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(certificate.clone());
+        // h2 first: clients that speak it get one multiplexed connection.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let reload = tokio::spawn(reload_on_change(tls.clone(), provider, certificate, files));
+        Ok(ServingTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            reload,
+        })
+    }
+}
+
+/// Polls the files every `reload_interval`; content, not mtime, is compared,
+/// so a replacement that keeps the mtime (a copy with `-p`, a Kubernetes
+/// secret's symlink swap) is still seen, and the cost is two small reads.
+async fn reload_on_change(
+    tls: ServerTls,
+    provider: Arc<CryptoProvider>,
+    certificate: Arc<ReloadingCertificate>,
+    mut last: PemFiles,
+) {
+    let mut ticks = tokio::time::interval(tls.reload_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let files = match PemFiles::read(&tls).await {
+            Ok(files) => files,
+            // Between the removal and the creation of a file, say.
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS files not readable; served certificate kept");
+                continue;
+            }
+        };
+        if files == last {
+            continue;
+        }
+        match files.certified_key(&tls, &provider) {
+            Ok(key) => {
+                *certificate
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+                tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded");
+            }
+            // Remembered as seen, so it is logged once; the pair is retried as
+            // soon as either file changes again (the key written after the
+            // certificate, say).
+            Err(e) => tracing::warn!(error = %e, "new TLS certificate refused; previous one kept"),
+        }
+        last = files;
+    }
+}
+
+fn warn_if_key_is_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(key = %path.display(), "TLS private key is readable by group or others");
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown`
+/// completes, then lets in-flight requests finish for up to
+/// `limits.drain_timeout`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<ServingTls>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let local: SocketAddr = listener.local_addr().map_err(|e| GatewayError::Serve {
+        detail: e.to_string(),
+    })?;
+    if tls.is_none() && !local.ip().is_loopback() {
+        return Err(GatewayError::Config {
+            detail: format!("plain HTTP on {local}: allowed on loopback only; configure [tls]"),
+        });
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Slowloris: a request head must arrive within the handshake deadline.
+        .header_read_timeout(limits.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Finds dead HTTP/2 peers, whose connections would otherwise hold a
+        // slot of `max_connections` forever.
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+    tracing::info!(%local, tls = acceptor.is_some(), "API listener serving");
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Client addresses are personal data: never logged.
+        let (stream, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!("connection limit reached; connection closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                None => serve_connection(stream, app, &builder, watcher).await,
+                // A failed or stalled handshake ends this task, never the loop.
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, &builder, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    match tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain deadline passed; remaining connections closed"),
+    }
+    drop(tls);
+    Ok(())
+}
+
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// A lazily connected channel to `upstream`: the gateway starts (and answers

@@ -43,6 +43,11 @@ pub struct TlsConfig {
     /// Client identities allowed to call, from the certificate's subject
     /// alternative names: `uri:<URI>` (for example a SPIFFE ID) or `dns:<name>`.
     pub allowed_identities: Vec<String>,
+    /// Client identities that may only read the public keys and the metrics
+    /// (for example the gateway, which aggregates `/metrics`); every signing
+    /// call is `PERMISSION_DENIED` to them. Same forms as `allowed_identities`.
+    #[serde(default)]
+    pub observer_identities: Vec<String>,
 }
 
 /// Where a private key lives.
@@ -131,7 +136,12 @@ impl Config {
                 "tls.allowed_identities must name at least one caller".into(),
             ));
         }
-        for identity in &config.tls.allowed_identities {
+        for identity in config
+            .tls
+            .allowed_identities
+            .iter()
+            .chain(&config.tls.observer_identities)
+        {
             if !(identity.starts_with("uri:") || identity.starts_with("dns:")) {
                 return Err(Error::Config(format!(
                     "allowed identity {identity:?} must start with uri: or dns:"

@@ -139,6 +139,7 @@ fn assemble_service(config: &Config, keys: LoadedKeys) -> Result<SignerService> 
         guard,
         audit: Arc::new(audit::AuditLog::open(config.audit_log.as_deref())?),
         allowed_identities: config.tls.allowed_identities.clone(),
+        observer_identities: config.tls.observer_identities.clone(),
     })
 }
 

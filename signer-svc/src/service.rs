@@ -66,12 +66,27 @@ pub struct SignerService {
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub allowed_identities: Vec<String>,
+    /// Identities that may only read: `PublicKeys` and `Metrics` (a gateway
+    /// aggregating metrics, a monitor); every signing call is refused to them.
+    pub observer_identities: Vec<String>,
 }
 
 impl SignerService {
     /// The caller's allowlisted identity. The edge layer already refused
     /// callers whose certificate did not verify; they are refused here too.
     fn caller<T>(&self, request: &Request<T>) -> Result<String> {
+        self.caller_among(request, &[&self.allowed_identities])
+    }
+
+    /// The caller's identity for a read-only call: allowlisted or an observer.
+    fn observer<T>(&self, request: &Request<T>) -> Result<String> {
+        self.caller_among(
+            request,
+            &[&self.allowed_identities, &self.observer_identities],
+        )
+    }
+
+    fn caller_among<T>(&self, request: &Request<T>, lists: &[&Vec<String>]) -> Result<String> {
         let Some(peer) = request.extensions().get::<PeerIdentity>() else {
             return Err(Error::Unauthenticated(
                 crate::tls::CertificateRefusal::NoCertificate,
@@ -83,7 +98,7 @@ impl SignerService {
             .map_err(|refusal| Error::Unauthenticated(refusal.clone()))?;
         identities
             .iter()
-            .find(|id| self.allowed_identities.contains(id))
+            .find(|id| lists.iter().any(|list| list.contains(id)))
             .cloned()
             .ok_or(Error::PermissionDenied)
     }
@@ -399,7 +414,7 @@ impl pb::signer_server::Signer for SignerService {
         &self,
         request: Request<pb::PublicKeysRequest>,
     ) -> Result<Response<pb::PublicKeysResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.observer(&request);
         let audit_caller = self.audit_caller(&request, &caller);
         let result = caller.map(|_| SignerService::public_keys(self));
         self.finish(
@@ -417,7 +432,7 @@ impl pb::signer_server::Signer for SignerService {
         &self,
         request: Request<pb::MetricsRequest>,
     ) -> Result<Response<pb::MetricsResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.observer(&request);
         let audit_caller = self.audit_caller(&request, &caller);
         // Audited and counted before rendering, so the scrape includes itself.
         let entry = AuditEntry {

@@ -2377,3 +2377,40 @@ async fn subtree_signatures_only_for_subtrees_of_checkpoints_this_signer_cosigne
     drop(client);
     server.stop().await;
 }
+
+/// An observer identity (the gateway aggregating metrics) reads the public
+/// keys and the metrics, and gets `PERMISSION_DENIED` for every signing call:
+/// a compromised gateway cannot obtain a signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_identity_reads_metrics_but_cannot_obtain_any_signature() {
+    let mut installation = Installation::new(ALL_KEYS);
+    installation
+        .config
+        .tls
+        .observer_identities
+        .push("uri:spiffe://evil".into());
+    let server = installation.start(None).await;
+    let channel = installation
+        .endpoint(&server, Some(&installation.pki.wrong_identity))
+        .connect()
+        .await
+        .unwrap();
+    let statuses = call_everything(channel).await;
+    for (operation, status) in &statuses {
+        match *operation {
+            "public_keys" | "metrics" | "health_check" => {
+                assert!(
+                    status.is_ok(),
+                    "{operation} is allowed to an observer: {status:?}"
+                );
+            }
+            _ => assert_eq!(
+                status.as_ref().expect_err(operation).code(),
+                Code::PermissionDenied,
+                "{operation}"
+            ),
+        }
+    }
+    assert_eq!(statuses.len(), 7, "every call was tried");
+    server.stop().await;
+}

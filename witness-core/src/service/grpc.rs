@@ -10,7 +10,7 @@ use witness_proto::witness as pb;
 use crate::Error;
 use crate::bundle::parse_entries;
 use crate::merkle::Hash;
-use crate::service::witness::{SubtreeRequest, Witness};
+use crate::service::witness::{LogKeys, SubtreeRequest, Witness};
 
 /// The gRPC code for an error, following the tlog-witness outcome.
 pub fn grpc_code(error: &Error) -> Code {
@@ -62,6 +62,24 @@ pub struct WitnessGrpc {
 impl WitnessGrpc {
     pub fn new(witness: Arc<Witness>) -> WitnessGrpc {
         WitnessGrpc { witness }
+    }
+
+    /// A trusted log as `ListLogs` and `AddLog` answer it, with its state.
+    async fn log_message(&self, log: &LogKeys) -> Result<pb::Log, Status> {
+        let state = self
+            .witness
+            .store()
+            .state(&log.origin)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(pb::Log {
+            origin: log.origin.clone(),
+            verifier_keys: log.keys.iter().map(|k| k.to_vkey()).collect(),
+            feed: log.feed.label().to_owned(),
+            size: state.as_ref().map_or(0, |s| s.tree.size),
+            cosigned: state.is_some(),
+            cosigned_at: state.as_ref().map_or(0, |s| s.cosigned_at),
+        })
     }
 }
 
@@ -130,20 +148,7 @@ impl pb::witness_server::Witness for WitnessGrpc {
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
         let mut logs = Vec::new();
         for log in self.witness.trusted_logs() {
-            let state = self
-                .witness
-                .store()
-                .state(&log.origin)
-                .await
-                .map_err(|e| status_of(&e))?;
-            logs.push(pb::Log {
-                origin: log.origin.clone(),
-                verifier_keys: log.keys.iter().map(|k| k.to_vkey()).collect(),
-                feed: log.feed.label().to_owned(),
-                size: state.as_ref().map_or(0, |s| s.tree.size),
-                cosigned: state.is_some(),
-                cosigned_at: state.as_ref().map_or(0, |s| s.cosigned_at),
-            });
+            logs.push(self.log_message(&log).await?);
         }
         Ok(Response::new(pb::ListLogsResponse { logs }))
     }
@@ -188,20 +193,42 @@ impl pb::witness_server::Witness for WitnessGrpc {
         &self,
         _request: Request<pb::ReadinessRequest>,
     ) -> Result<Response<pb::ReadinessResponse>, Status> {
-        Err(Status::unimplemented("readiness is not implemented yet"))
+        let readiness = self.witness.readiness().await;
+        if !readiness.detail.is_empty() {
+            tracing::warn!(detail = %readiness.detail, "not ready");
+        }
+        Ok(Response::new(pb::ReadinessResponse {
+            store_writable: readiness.store_writable,
+            signer_reachable: readiness.signer_reachable,
+            detail: readiness.detail,
+        }))
     }
 
     async fn add_log(
         &self,
-        _request: Request<pb::AddLogRequest>,
+        request: Request<pb::AddLogRequest>,
     ) -> Result<Response<pb::AddLogResponse>, Status> {
-        Err(Status::unimplemented("add_log is not implemented yet"))
+        let request = request.into_inner();
+        let log = self
+            .witness
+            .add_log(&request.origin, &request.verifier_key)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let log = self.log_message(&log).await?;
+        Ok(Response::new(pb::AddLogResponse { log: Some(log) }))
     }
 
     async fn recosign(
         &self,
-        _request: Request<pb::RecosignRequest>,
+        request: Request<pb::RecosignRequest>,
     ) -> Result<Response<pb::RecosignResponse>, Status> {
-        Err(Status::unimplemented("recosign is not implemented yet"))
+        let recosigned = self
+            .witness
+            .recosign_latest(&request.get_ref().origin)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::RecosignResponse {
+            size: recosigned.map(|r| r.size),
+        }))
     }
 }

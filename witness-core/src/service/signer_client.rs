@@ -199,6 +199,18 @@ impl Cosigner for GrpcSigner {
         let result = self.client.clone().sign_subtree(request).await;
         Ok(self.timed("sign_subtree", started, result)?.signature_lines)
     }
+
+    /// `PublicKeys`: the cheapest call that passes the signer's mutual TLS
+    /// and allowlist, and signs nothing.
+    async fn reachable(&self) -> Result<()> {
+        let started = Instant::now();
+        let result = self
+            .client
+            .clone()
+            .public_keys(pb::PublicKeysRequest {})
+            .await;
+        self.timed("public_keys", started, result).map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -356,5 +368,9 @@ impl Cosigner for BatchingSigner {
 
     async fn sign_subtree(&self, request: &SubtreeRequest) -> Result<Vec<String>> {
         self.signer.sign_subtree(request).await
+    }
+
+    async fn reachable(&self) -> Result<()> {
+        self.signer.reachable().await
     }
 }

@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use crate::bundle::TransparencyLogEntry;
 use crate::checkpoint::{Checkpoint, VerifiedCheckpoint, verify_checkpoint_note};
 use crate::merkle::{Hash, MAX_PROOF_HASHES, empty_root, verify_consistency};
-use crate::note::{Note, NoteSignature, VerifierKey, parse_note};
+use crate::note::{Note, NoteSignature, SignatureType, VerifierKey, parse_note};
 use crate::service::feeder::CheckpointSink;
 use crate::service::metrics::WitnessMetrics;
 use crate::service::now_seconds;
@@ -54,6 +54,14 @@ pub trait Cosigner: Send + Sync + 'static {
 
     /// Signs a subtree of a checkpoint the signer cosigned.
     async fn sign_subtree(&self, request: &SubtreeRequest) -> Result<Vec<String>>;
+
+    /// Whether the signer answers now (readiness), without signing anything.
+    /// A cosigner that cannot tell is reported as unreachable.
+    async fn reachable(&self) -> Result<()> {
+        Err(Error::Signer {
+            detail: "this cosigner has no reachability check".into(),
+        })
+    }
 }
 
 /// Where cosigned checkpoints go after they are stored and revealed: the
@@ -159,6 +167,37 @@ impl ShardedLog {
     }
 }
 
+/// A checkpoint cosigned again by [`Witness::recosign_latest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recosigned {
+    /// The tree size (unchanged: the same checkpoint).
+    pub size: u64,
+    /// The new cosignature's timestamp (seconds since the epoch).
+    pub cosigned_at: u64,
+}
+
+/// The longest origin a log can be added with at run time: c2sp.org/tlog-cosignature
+/// encodes the origin with a one-byte length in `subtree/v1` signed messages,
+/// so a longer origin could never get a subtree cosignature.
+pub const MAX_ORIGIN_LEN: usize = 255;
+
+/// An origin line given at run time: one checkpoint line (no control
+/// characters), without surrounding spaces that would make two origins look
+/// alike, at most [`MAX_ORIGIN_LEN`] bytes.
+fn check_origin(origin: &str) -> Result<()> {
+    let invalid = |reason| Err(Error::InvalidRequest { reason });
+    if origin.is_empty() || origin.len() > MAX_ORIGIN_LEN {
+        return invalid("the origin must be 1 to 255 bytes");
+    }
+    if origin.chars().any(char::is_control) {
+        return invalid("the origin contains a control character");
+    }
+    if origin.trim() != origin {
+        return invalid("the origin starts or ends with white space");
+    }
+    Ok(())
+}
+
 /// The witness service.
 pub struct Witness {
     logs: RwLock<HashMap<String, Arc<LogKeys>>>,
@@ -256,9 +295,9 @@ impl Witness {
                     url: shard.url.clone(),
                 },
                 None => {
-                    tracing::warn!(
+                    tracing::info!(
                         origin = %trusted.origin,
-                        "a log no longer configured stays trusted (logs are never removed)"
+                        "a log added at run time or no longer configured stays trusted (logs are never removed)"
                     );
                     Feed::Push
                 }
@@ -309,6 +348,85 @@ impl Witness {
         let mut logs: Vec<Arc<LogKeys>> = logs.values().cloned().collect();
         logs.sort_by(|a, b| a.origin.cmp(&b.origin));
         logs
+    }
+
+    /// Trusts a log from now on (the admin API's `AddLog`). It is recorded in
+    /// the store before it is trusted in memory, so it stays trusted across
+    /// restarts like a configured log (and, like every log, is never removed).
+    /// An empty `origin` takes the key's name. Adding a trusted origin again
+    /// with the same key changes nothing; with another key it is refused
+    /// (`Error::LogKeyChange`), as is an origin of a configured Rekor v1 host
+    /// with a key other than the host's. A malformed key or origin is a 400.
+    pub async fn add_log(&self, origin: &str, verifier_key: &str) -> Result<Arc<LogKeys>> {
+        let key = VerifierKey::parse_vkey(verifier_key).map_err(|error| match error {
+            // Bad input from an operator, not an oversized protocol message.
+            Error::TooLarge { .. } => Error::MalformedKey {
+                reason: "verifier key is over 4096 bytes",
+            },
+            other => other,
+        })?;
+        if !matches!(
+            key.signature_type(),
+            SignatureType::Ed25519 | SignatureType::EcdsaP256
+        ) {
+            return Err(Error::InvalidRequest {
+                reason: "a log key is Ed25519 or ECDSA P-256 (cosignature key types sign no checkpoints)",
+            });
+        }
+        let origin = if origin.is_empty() {
+            key.name().to_owned()
+        } else {
+            origin.to_owned()
+        };
+        check_origin(&origin)?;
+        let keys = vec![key];
+        let key_texts = verifier_key_texts(&keys);
+        let feed = match self.sharded.iter().find(|s| s.matches(&origin)) {
+            Some(shard) if verifier_key_texts(&shard.keys) != key_texts => {
+                return Err(Error::LogKeyChange { origin });
+            }
+            Some(shard) => Feed::RekorV1 {
+                url: shard.url.clone(),
+            },
+            None => Feed::Push,
+        };
+        let existing = self
+            .logs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&origin)
+            .cloned();
+        if let Some(existing) = existing {
+            return if verifier_key_texts(&existing.keys) == key_texts {
+                Ok(existing)
+            } else {
+                Err(Error::LogKeyChange { origin })
+            };
+        }
+        // The store refuses another key for an origin it already trusts, also
+        // one added concurrently or by another replica sharing the database.
+        self.store
+            .add_log(&TrustedLog {
+                origin: origin.clone(),
+                verifier_keys: key_texts,
+            })
+            .await?;
+        let log = Arc::new(LogKeys {
+            origin: origin.clone(),
+            keys,
+            feed,
+        });
+        // A concurrent add of the same origin may have won since the read
+        // above; the store accepted both, so both carry the same key.
+        let log = self
+            .logs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(origin.clone())
+            .or_insert(log)
+            .clone();
+        tracing::info!(origin, "trusting a log added at run time");
+        Ok(log)
     }
 
     /// The keys of a trusted origin; a new Rekor v1 shard of a configured host
@@ -538,6 +656,15 @@ impl Witness {
     /// same root), so consumers can check the witness is live. Returns the new
     /// timestamp, or `None` when nothing was cosigned yet.
     pub async fn recosign(&self, origin: &str) -> Result<Option<u64>> {
+        Ok(self
+            .recosign_latest(origin)
+            .await?
+            .map(|recosigned| recosigned.cosigned_at))
+    }
+
+    /// [`Witness::recosign`], answering the size re-cosigned with the new
+    /// timestamp (the admin API's `Recosign`).
+    pub async fn recosign_latest(&self, origin: &str) -> Result<Option<Recosigned>> {
         let log = self.log_keys(origin).await?;
         let Some(state) = self.store.state(origin).await? else {
             return Ok(None);
@@ -557,10 +684,13 @@ impl Witness {
             .cosign(checkpoint, checkpoint.size(), &[])
             .await
             .map_err(signer_disagrees)?;
-        let timestamp = cosignature.timestamp;
+        let recosigned = Recosigned {
+            size: checkpoint.size(),
+            cosigned_at: cosignature.timestamp,
+        };
         self.store_and_reveal(&verified, &log_signatures, Some(state.tree), cosignature)
             .await?;
-        Ok(Some(timestamp))
+        Ok(Some(recosigned))
     }
 
     /// The latest cosigned checkpoint of a log (the monitoring endpoint).
@@ -687,6 +817,54 @@ impl Witness {
         })?;
         let proof = source.consistency_proof(log, old.size, new.size).await?;
         verify_consistency(old.size, new.size, &old.root, &new.root, &proof)
+    }
+}
+
+/// How long a readiness check waits for the store's write probe and for the
+/// signer. A probe is a single-row write and a key listing: when either takes
+/// longer than this, requests would time out too, so the witness is not ready.
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The answer of `Readiness`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// The state store committed a write.
+    pub store_writable: bool,
+    /// The signer answered.
+    pub signer_reachable: bool,
+    /// Why a check failed; empty when both passed.
+    pub detail: String,
+}
+
+impl Witness {
+    /// Whether the witness can do its job now: the state store commits a
+    /// write (its write probe) and the signer answers, both checked at once
+    /// within [`READINESS_TIMEOUT`].
+    pub async fn readiness(&self) -> Readiness {
+        let (store, signer) = tokio::join!(
+            within_readiness_timeout(self.store.probe_write()),
+            within_readiness_timeout(self.cosigner.reachable()),
+        );
+        let detail = [("state store", &store), ("signer", &signer)]
+            .iter()
+            .filter_map(|(part, result)| result.as_ref().err().map(|e| format!("{part}: {e}")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Readiness {
+            store_writable: store.is_ok(),
+            signer_reachable: signer.is_ok(),
+            detail,
+        }
+    }
+}
+
+/// A readiness check's outcome, a timeout counting as a failure.
+async fn within_readiness_timeout(
+    check: impl std::future::Future<Output = Result<()>>,
+) -> std::result::Result<(), String> {
+    match tokio::time::timeout(READINESS_TIMEOUT, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {READINESS_TIMEOUT:?}")),
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod quickstart;
 mod serve;
 mod verify;
 
@@ -28,6 +29,9 @@ enum Command {
     Verify(verify::VerifyCommand),
     /// Run the witness service (gRPC, pull feeders, re-cosigning, archive).
     Serve(serve::ServeCommand),
+    /// Run the whole stack locally (signer, witness, gateway and a built-in
+    /// log) over mutual TLS, with generated development keys and certificates.
+    Quickstart(quickstart::QuickstartCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +40,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(command) => verify::run(command),
         Command::Serve(command) => serve::run(command),
+        Command::Quickstart(command) => quickstart::run(command),
     }
 }

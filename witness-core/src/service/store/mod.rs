@@ -98,6 +98,14 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The evidence kept for a log, oldest first.
     async fn evidence(&self, origin: &str) -> Result<Vec<MisbehaviourEvidence>>;
+
+    /// Proves the store accepts a durable write now (readiness): commits a
+    /// write to a table of its own, touching no witness state, so a read-only
+    /// or full disk, a locked file or a stopped database fails here. A store
+    /// that cannot prove it is writable is reported as not writable.
+    async fn probe_write(&self) -> Result<()> {
+        Err(storage("write probe", "this store has no write probe"))
+    }
 }
 
 /// A failure of the database itself. The detail is the driver's message, which

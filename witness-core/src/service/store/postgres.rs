@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS evidence (
     CHECK ((cosigned_size IS NULL) = (cosigned_root IS NULL))
 );
 CREATE INDEX IF NOT EXISTS evidence_by_origin ON evidence (origin, id);
+-- One row, rewritten by each readiness write probe.
+CREATE TABLE IF NOT EXISTS probe (
+    id SMALLINT PRIMARY KEY CHECK (id = 1),
+    writes BIGINT NOT NULL CHECK (writes >= 1)
+);
 ";
 
 /// The PostgreSQL-backed [`LogStore`].
@@ -366,6 +371,20 @@ impl LogStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn probe_write(&self) -> Result<()> {
+        let client = self.client().await?;
+        // Autocommit: durable when it returns, like every write of this store.
+        client
+            .execute(
+                "INSERT INTO probe (id, writes) VALUES (1, 1)
+                 ON CONFLICT (id) DO UPDATE SET writes = probe.writes + 1",
+                &[],
+            )
+            .await
+            .map_err(|e| failed("write probe", e))?;
+        Ok(())
     }
 }
 

@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS evidence (
     CHECK ((cosigned_size IS NULL) = (cosigned_root IS NULL))
 ) STRICT;
 CREATE INDEX IF NOT EXISTS evidence_by_origin ON evidence (origin, id);
+-- One row, rewritten by each readiness write probe.
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    writes INTEGER NOT NULL CHECK (writes >= 1)
+) STRICT;
 ";
 
 /// The SQLite-backed [`LogStore`].
@@ -247,6 +252,10 @@ impl LogStore for SqliteStore {
         self.write(|reply| Write::Evidence(evidence, reply)).await
     }
 
+    async fn probe_write(&self) -> Result<()> {
+        self.write(Write::Probe).await
+    }
+
     async fn evidence(&self, origin: &str) -> Result<Vec<MisbehaviourEvidence>> {
         let origin = origin.to_owned();
         self.read(move |conn| {
@@ -300,6 +309,7 @@ enum Write {
         oneshot::Sender<Result<CasOutcome>>,
     ),
     Evidence(MisbehaviourEvidence, oneshot::Sender<Result<()>>),
+    Probe(oneshot::Sender<Result<()>>),
 }
 
 /// A request's outcome inside its batch, held until the batch commits.
@@ -321,13 +331,14 @@ impl Write {
             Write::Evidence(evidence, reply) => {
                 Answer::Done(reply, record_evidence(conn, &evidence))
             }
+            Write::Probe(reply) => Answer::Done(reply, probe_write(conn)),
         }
     }
 
     /// Answers without applying: the batch failed before this request ran.
     fn fail(self, err: Error) {
         match self {
-            Write::AddLog(_, reply) | Write::Evidence(_, reply) => {
+            Write::AddLog(_, reply) | Write::Evidence(_, reply) | Write::Probe(reply) => {
                 let _ = reply.send(Err(err));
             }
             Write::CompareAndSwap(_, _, reply) => {
@@ -539,6 +550,16 @@ fn record_evidence(conn: &Connection, evidence: &MisbehaviourEvidence) -> Result
         ])
     })
     .map_err(|e| storage("recording evidence", e))?;
+    Ok(())
+}
+
+fn probe_write(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO probe (id, writes) VALUES (1, 1)
+         ON CONFLICT (id) DO UPDATE SET writes = writes + 1",
+    )
+    .and_then(|mut stmt| stmt.execute([]))
+    .map_err(|e| storage("write probe", e))?;
     Ok(())
 }
 
