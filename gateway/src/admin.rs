@@ -1,4 +1,4 @@
-//! The admin API, behind OIDC bearer tokens ([`oidc`]):
+//! The admin API:
 //!
 //! - `POST /admin/v1/logs` with `{"origin": "...", "verifier_key": "<vkey>"}`
 //!   (`origin` optional: the key's name) trusts a push log from now on
@@ -8,28 +8,35 @@
 //!   checkpoint now (`Recosign`), the log named by the lowercase hex SHA-256 of
 //!   its origin as on the monitoring endpoint.
 //!
-//! Answers are JSON; refusals are `{"error": "<code>", "message": "<reason>"}`
-//! with 400 (malformed), 401 (no or bad token, with `WWW-Authenticate`), 403
-//! (subject not allowed), 404, 409 (a trusted origin with another key), 413 or
-//! 503 (issuer or witness unavailable). Every accepted admin call is logged
-//! with the token's subject.
+//! An administrator authenticates with an OIDC bearer token ([`oidc`]), or
+//! with a client certificate (mutual TLS) whose identity is allowed, or
+//! either, as configured. Client certificates are asked for, not required, in
+//! every handshake of the HTTPS API listener ([`crate::transport`]), so the
+//! public endpoints keep serving clients without one; a certificate that does
+//! not chain to `client_ca` fails the handshake. The verified certificate's
+//! identities reach this module with each request.
 //!
-//! Client-certificate (mutual TLS) authentication as an alternative to tokens
-//! is not offered: the API listener's TLS does not hand the verified peer
-//! certificate to the routes.
+//! Answers are JSON; refusals are `{"error": "<code>", "message": "<reason>"}`
+//! ([`crate::error::JsonError`]) with 400 (malformed), 401 (no credentials or
+//! a bad token, with `WWW-Authenticate` when tokens are accepted), 403 (a
+//! subject or certificate identity not allowed), 404, 409 (a trusted origin
+//! with another key), 413 or 503 (issuer or witness unavailable). Every
+//! accepted admin call is logged with the administrator (a token's subject,
+//! or a certificate's allowed identity).
 
 mod oidc;
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::header::WWW_AUTHENTICATE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use reqwest::Url;
@@ -37,20 +44,27 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use witness_proto::witness as pb;
 
+use crate::error::JsonError;
+use crate::transport::PeerIdentities;
 use crate::{Gateway, GatewayError};
-use oidc::{Administrator, Authenticator};
+use oidc::Authenticator;
 
-/// The admin API's configuration (`[admin]`).
+/// The admin API's configuration (`[admin]`): OIDC bearer tokens (`issuer`
+/// and `audience`), client certificates (`client_ca` and
+/// `allowed_client_identities`), or both; at least one.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// The OIDC issuer URL: `https://...`, or `http://` to a loopback host
     /// (a local issuer). It must equal the `issuer` of the discovery document
     /// at `<issuer>/.well-known/openid-configuration` and the tokens' `iss`,
-    /// byte for byte.
-    pub issuer: String,
+    /// byte for byte. With `audience`; leave both out to accept client
+    /// certificates only.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// The audience tokens must be issued for: one of the token's `aud`.
-    pub audience: String,
+    #[serde(default)]
+    pub audience: Option<String>,
     /// The token subjects (`sub`) allowed to administer. Unset: any subject
     /// the issuer authenticates for the audience. An empty list is refused
     /// (it would lock every administrator out).
@@ -64,6 +78,19 @@ pub struct AdminConfig {
         deserialize_with = "crate::config::duration"
     )]
     pub jwks_refresh: Duration,
+    /// PEM CA certificate(s) that administrators' client certificates chain
+    /// to (read at startup). Needs `[tls]`: the API listener then asks every
+    /// client for a certificate without requiring one; a client presenting one
+    /// that does not chain to this CA (or is expired, or not for client
+    /// authentication) is refused at the TLS handshake, on every endpoint.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// The client certificate identities allowed to administer, from the
+    /// certificate's subject alternative names: `uri:<URI>` (for example a
+    /// SPIFFE ID) or `dns:<name>`, as the signer's allowlist. Required with
+    /// `client_ca`; a verified certificate with none of them is refused (403).
+    #[serde(default)]
+    pub allowed_client_identities: Vec<String>,
 }
 
 fn default_jwks_refresh() -> Duration {
@@ -71,29 +98,73 @@ fn default_jwks_refresh() -> Duration {
 }
 
 impl AdminConfig {
-    /// Checks what serde cannot: the issuer's scheme, the audience, the list
-    /// of subjects and the refresh interval.
+    /// OIDC bearer tokens from `issuer` for `audience`, any subject, keys
+    /// refreshed hourly; no client certificates.
+    pub fn oidc(issuer: impl Into<String>, audience: impl Into<String>) -> AdminConfig {
+        AdminConfig {
+            issuer: Some(issuer.into()),
+            audience: Some(audience.into()),
+            allowed_subjects: None,
+            jwks_refresh: default_jwks_refresh(),
+            client_ca: None,
+            allowed_client_identities: Vec::new(),
+        }
+    }
+
+    /// Client certificates chaining to `client_ca` with one of `identities`;
+    /// no tokens.
+    pub fn client_certificates(
+        client_ca: impl Into<PathBuf>,
+        identities: impl IntoIterator<Item = impl Into<String>>,
+    ) -> AdminConfig {
+        AdminConfig {
+            issuer: None,
+            audience: None,
+            allowed_subjects: None,
+            jwks_refresh: default_jwks_refresh(),
+            client_ca: Some(client_ca.into()),
+            allowed_client_identities: identities.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The OIDC issuer and audience, when tokens are accepted.
+    pub(crate) fn oidc_issuer(&self) -> Option<(&str, &str)> {
+        Some((self.issuer.as_deref()?, self.audience.as_deref()?))
+    }
+
+    /// Checks what serde cannot: that one method at least is configured, each
+    /// completely; the issuer's scheme, the audience, the subjects, the
+    /// refresh interval and the form of the client identities.
     pub fn validate(&self) -> Result<(), GatewayError> {
         let invalid = |detail: String| {
             Err(GatewayError::Config {
                 detail: format!("[admin] {detail}"),
             })
         };
-        let issuer = match Url::parse(&self.issuer) {
-            Ok(url) => url,
-            Err(e) => return invalid(format!("issuer {:?}: {e}", self.issuer)),
-        };
-        if !oidc::https_or_loopback(&issuer)
-            || issuer.query().is_some()
-            || issuer.fragment().is_some()
-        {
-            return invalid(format!(
-                "issuer {:?} must be https (or http to a loopback host), without query or fragment",
-                self.issuer
-            ));
-        }
-        if self.audience.is_empty() {
-            return invalid("audience is empty".into());
+        match (&self.issuer, &self.audience) {
+            (Some(issuer), Some(audience)) => {
+                let url = match Url::parse(issuer) {
+                    Ok(url) => url,
+                    Err(e) => return invalid(format!("issuer {issuer:?}: {e}")),
+                };
+                if !oidc::https_or_loopback(&url)
+                    || url.query().is_some()
+                    || url.fragment().is_some()
+                {
+                    return invalid(format!(
+                        "issuer {issuer:?} must be https (or http to a loopback host), without query or fragment"
+                    ));
+                }
+                if audience.is_empty() {
+                    return invalid("audience is empty".into());
+                }
+            }
+            (None, None) => {
+                if self.allowed_subjects.is_some() {
+                    return invalid("allowed_subjects needs issuer and audience".into());
+                }
+            }
+            _ => return invalid("issuer and audience go together".into()),
         }
         if let Some(subjects) = &self.allowed_subjects
             && (subjects.is_empty() || subjects.iter().any(String::is_empty))
@@ -106,6 +177,34 @@ impl AdminConfig {
         if self.jwks_refresh < Duration::from_secs(60) {
             return invalid("jwks_refresh must be at least 1min".into());
         }
+        match (&self.client_ca, self.allowed_client_identities.is_empty()) {
+            (Some(_), true) => {
+                return invalid(
+                    "client_ca needs allowed_client_identities (which certificates may administer)"
+                        .into(),
+                );
+            }
+            (None, false) => {
+                return invalid("allowed_client_identities needs client_ca".into());
+            }
+            _ => {}
+        }
+        if let Some(bad) = self.allowed_client_identities.iter().find(|identity| {
+            let value = identity
+                .strip_prefix("uri:")
+                .or_else(|| identity.strip_prefix("dns:"));
+            value.is_none_or(str::is_empty)
+        }) {
+            return invalid(format!(
+                "allowed client identity {bad:?} is neither uri:<URI> nor dns:<name>"
+            ));
+        }
+        if self.oidc_issuer().is_none() && self.client_ca.is_none() {
+            return invalid(
+                "no way to authenticate: configure issuer and audience (OIDC tokens), client_ca and allowed_client_identities (client certificates), or both"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -113,57 +212,135 @@ impl AdminConfig {
 /// Admin request bodies are one small JSON object; a vkey is at most 4 KiB.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
 
+/// Who an accepted admin request speaks for, handed to the handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct Administrator {
+    /// A token's `sub`, or the allowed identity of a client certificate
+    /// (`uri:...` or `dns:...`).
+    pub(crate) subject: String,
+    /// `token` or `client_certificate`.
+    pub(crate) method: &'static str,
+}
+
+/// How admin requests are authenticated: the configured methods.
+struct AdminAuthentication {
+    tokens: Option<Arc<Authenticator>>,
+    client_identities: Option<HashSet<String>>,
+}
+
 /// The admin routes, or none when `[admin]` is not configured. The issuer's
-/// keys are fetched in the background from now on.
+/// keys (with OIDC) are fetched in the background from now on.
 pub(crate) fn routes(config: Option<&AdminConfig>) -> Result<Router<Gateway>, GatewayError> {
     let Some(config) = config else {
         return Ok(Router::new());
     };
     config.validate()?;
-    if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
-        return Err(GatewayError::Config {
-            detail: "[admin] no JWT crypto provider in this build".into(),
-        });
-    }
-    let authenticator = Arc::new(Authenticator::new(config)?);
-    authenticator.spawn_refresh(config.jwks_refresh);
+    let tokens = match config.oidc_issuer() {
+        Some((issuer, audience)) => {
+            if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
+                return Err(GatewayError::Config {
+                    detail: "[admin] no JWT crypto provider in this build".into(),
+                });
+            }
+            let authenticator = Arc::new(Authenticator::new(config, issuer, audience)?);
+            authenticator.spawn_refresh(config.jwks_refresh);
+            Some(authenticator)
+        }
+        None => None,
+    };
+    let client_identities = config
+        .client_ca
+        .as_ref()
+        .map(|_| config.allowed_client_identities.iter().cloned().collect());
+    let authentication = Arc::new(AdminAuthentication {
+        tokens,
+        client_identities,
+    });
     Ok(Router::new()
         .route("/admin/v1/logs", get(list_logs).post(add_log))
         .route("/admin/v1/logs/{origin_hash}/recosign", post(recosign))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
-        // A route layer: only matched admin routes ask for a token, before
+        // A route layer: only matched admin routes ask for credentials, before
         // any body is read.
         .route_layer(middleware::from_fn_with_state(
-            authenticator,
+            authentication,
             require_administrator,
         )))
 }
 
-/// Lets the request through only with a valid bearer token, and hands its
-/// subject to the handler.
+/// Lets the request through only for an administrator, and hands who it is
+/// to the handler.
 async fn require_administrator(
-    State(authenticator): State<Arc<Authenticator>>,
+    State(authentication): State<Arc<AdminAuthentication>>,
     mut request: Request,
     next: Next,
-) -> Result<Response, AdminError> {
-    let token = bearer_token(request.headers())?;
-    let administrator = authenticator.verify(token).await?;
+) -> Result<Response, JsonError> {
+    let peer = request.extensions().get::<PeerIdentities>();
+    let administrator = authentication.authenticate(request.headers(), peer).await?;
     request.extensions_mut().insert(administrator);
     Ok(next.run(request).await)
 }
 
-/// The token of the one `Authorization: Bearer <token>` header.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, AdminError> {
+impl AdminAuthentication {
+    /// An allowed client certificate is enough (checked first: no network);
+    /// else a bearer token, when tokens are accepted; else a certificate of an
+    /// identity not allowed is 403, and no credentials at all 401.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerIdentities>,
+    ) -> Result<Administrator, GatewayError> {
+        let presented = peer.map_or(&[][..], |peer| peer.0.as_slice());
+        if let Some(allowed) = &self.client_identities
+            && let Some(identity) = presented
+                .iter()
+                .find(|identity| allowed.contains(*identity))
+        {
+            return Ok(Administrator {
+                subject: identity.clone(),
+                method: "client_certificate",
+            });
+        }
+        let missing = GatewayError::MissingCredentials {
+            tokens: self.tokens.is_some(),
+            certificates: self.client_identities.is_some(),
+        };
+        let token = self
+            .tokens
+            .as_ref()
+            .map(|tokens| (tokens, bearer_token(headers)));
+        match token {
+            Some((tokens, Some(token))) => tokens.verify(token).await,
+            // A verified certificate, but of nobody allowed (or naming no
+            // identity). Without client certificate authentication configured
+            // the listener asks for no certificate, so there is no peer then.
+            _ if peer.is_some() => {
+                tracing::warn!(
+                    identities = ?presented,
+                    "admin request with a client certificate of no allowed identity"
+                );
+                Err(GatewayError::Forbidden {
+                    check: "identity_not_allowed",
+                    reason: "the client certificate's identities may not administer this witness",
+                })
+            }
+            _ => Err(missing),
+        }
+    }
+}
+
+/// The token of the one `Authorization: Bearer <token>` header, if there is
+/// exactly one such header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(AdminError::MissingToken);
+        return None;
     };
-    let value = value.to_str().map_err(|_| AdminError::MissingToken)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AdminError::MissingToken)?;
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(AdminError::MissingToken);
+        return None;
     }
-    Ok(token.trim())
+    Some(token.trim())
 }
 
 /// `POST /admin/v1/logs`.
@@ -225,15 +402,17 @@ async fn add_log(
     State(gateway): State<Gateway>,
     Extension(administrator): Extension<Administrator>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LogView>, AdminError> {
+) -> Result<Json<LogView>, JsonError> {
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AdminError::TooLarge,
-        _ => AdminError::BadRequest {
-            message: "the request body could not be read".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => GatewayError::BodyTooLarge {
+            limit: MAX_ADMIN_BODY,
+        },
+        _ => GatewayError::BadRequest {
+            reason: "the request body could not be read".into(),
         },
     })?;
-    let body: AddLogBody = serde_json::from_slice(&body).map_err(|e| AdminError::BadRequest {
-        message: format!("expected {{\"origin\"?, \"verifier_key\"}}: {e}"),
+    let body: AddLogBody = serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
+        reason: format!("expected {{\"origin\"?, \"verifier_key\"}}: {e}"),
     })?;
     let request = pb::AddLogRequest {
         origin: body.origin.unwrap_or_default(),
@@ -245,12 +424,15 @@ async fn add_log(
         .clone()
         .add_log(request)
         .await
-        .map_err(|status| AdminError::from_witness(&status))?
+        .map_err(|status| GatewayError::from_admin_witness(&status))?
         .into_inner()
         .log
-        .ok_or_else(|| AdminError::bad_upstream("AddLog answered no log"))?;
+        .ok_or_else(|| GatewayError::BadUpstream {
+            detail: "AddLog answered no log".into(),
+        })?;
     tracing::info!(
         subject = %administrator.subject,
+        method = administrator.method,
         origin = %log.origin,
         requested_origin = %origin,
         "admin: log added"
@@ -261,20 +443,20 @@ async fn add_log(
 async fn list_logs(
     State(gateway): State<Gateway>,
     Extension(_administrator): Extension<Administrator>,
-) -> Result<Json<LogList>, AdminError> {
+) -> Result<Json<LogList>, JsonError> {
     let logs = trusted_logs(&gateway).await?;
     Ok(Json(LogList {
         logs: logs.into_iter().map(LogView::from).collect(),
     }))
 }
 
-async fn trusted_logs(gateway: &Gateway) -> Result<Vec<pb::Log>, AdminError> {
+async fn trusted_logs(gateway: &Gateway) -> Result<Vec<pb::Log>, GatewayError> {
     Ok(gateway
         .witness
         .clone()
         .list_logs(pb::ListLogsRequest {})
         .await
-        .map_err(|status| AdminError::from_witness(&status))?
+        .map_err(|status| GatewayError::from_admin_witness(&status))?
         .into_inner()
         .logs)
 }
@@ -283,11 +465,12 @@ async fn recosign(
     State(gateway): State<Gateway>,
     Extension(administrator): Extension<Administrator>,
     Path(hash): Path<String>,
-) -> Result<Json<Recosigned>, AdminError> {
+) -> Result<Json<Recosigned>, JsonError> {
     if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(AdminError::BadRequest {
-            message: "the origin hash is not 64 lowercase hex digits".into(),
-        });
+        return Err(GatewayError::BadRequest {
+            reason: "the origin hash is not 64 lowercase hex digits".into(),
+        }
+        .into());
     }
     // Fresh from the witness (admin calls are rare): a log added a moment ago
     // is found.
@@ -296,10 +479,7 @@ async fn recosign(
         .into_iter()
         .map(|log| log.origin)
         .find(|origin| origin_hash(origin) == hash)
-        .ok_or(AdminError::NotFound {
-            error: "unknown_origin",
-            message: "no trusted log has this origin hash",
-        })?;
+        .ok_or(GatewayError::UnknownOrigin)?;
     let size = gateway
         .witness
         .clone()
@@ -307,171 +487,18 @@ async fn recosign(
             origin: origin.clone(),
         })
         .await
-        .map_err(|status| AdminError::from_witness(&status))?
+        .map_err(|status| GatewayError::from_admin_witness(&status))?
         .into_inner()
         .size
-        .ok_or(AdminError::NotFound {
-            error: "nothing_cosigned",
-            message: "nothing was cosigned for this log yet",
-        })?;
-    tracing::info!(subject = %administrator.subject, origin, size, "admin: re-cosigned");
+        .ok_or(GatewayError::NotFound)?;
+    tracing::info!(
+        subject = %administrator.subject,
+        method = administrator.method,
+        origin,
+        size,
+        "admin: re-cosigned"
+    );
     Ok(Json(Recosigned { origin, size }))
-}
-
-/// Why an admin request was refused; answered as JSON.
-#[derive(Debug)]
-pub(crate) enum AdminError {
-    /// No `Authorization: Bearer` header (or more than one).
-    MissingToken,
-    /// The token was refused by a check named by `error`.
-    Unauthenticated {
-        error: &'static str,
-        message: &'static str,
-    },
-    /// A valid token of a subject not in `allowed_subjects`.
-    SubjectNotAllowed,
-    /// The issuer's keys could not be fetched (and none are cached).
-    IssuerUnavailable,
-    /// The request is malformed.
-    BadRequest { message: String },
-    /// The request body is over [`MAX_ADMIN_BODY`].
-    TooLarge,
-    /// No such log, or nothing cosigned for it.
-    NotFound {
-        error: &'static str,
-        message: &'static str,
-    },
-    /// The witness refused or failed (status relayed from its gRPC answer).
-    Witness {
-        status: StatusCode,
-        error: String,
-        message: String,
-    },
-}
-
-impl AdminError {
-    fn unauthenticated(error: &'static str, message: &'static str) -> AdminError {
-        AdminError::Unauthenticated { error, message }
-    }
-
-    fn bad_upstream(detail: &str) -> AdminError {
-        tracing::warn!(detail, "witness answered the admin API out of protocol");
-        AdminError::Witness {
-            status: StatusCode::BAD_GATEWAY,
-            error: "bad_upstream".into(),
-            message: "the witness answered out of protocol".into(),
-        }
-    }
-
-    /// Maps a witness refusal: its `x-http-status` when it is one the admin
-    /// API answers, else its gRPC code; the refusal's kind from
-    /// `x-witness-refusal`.
-    fn from_witness(status: &tonic::Status) -> AdminError {
-        let metadata = |key| status.metadata().get(key).and_then(|v| v.to_str().ok());
-        let http = metadata("x-http-status").and_then(|v| v.parse::<u16>().ok());
-        let by_http = match http {
-            Some(400) => Some(StatusCode::BAD_REQUEST),
-            Some(403) => Some(StatusCode::FORBIDDEN),
-            Some(404) => Some(StatusCode::NOT_FOUND),
-            Some(409) => Some(StatusCode::CONFLICT),
-            Some(503) => Some(StatusCode::SERVICE_UNAVAILABLE),
-            _ => None,
-        };
-        let code = by_http.or(match status.code() {
-            tonic::Code::InvalidArgument => Some(StatusCode::BAD_REQUEST),
-            tonic::Code::PermissionDenied => Some(StatusCode::FORBIDDEN),
-            tonic::Code::NotFound => Some(StatusCode::NOT_FOUND),
-            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
-                Some(StatusCode::CONFLICT)
-            }
-            tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::ResourceExhausted => Some(StatusCode::SERVICE_UNAVAILABLE),
-            _ => None,
-        });
-        let Some(code) = code else {
-            return AdminError::bad_upstream(status.message());
-        };
-        if code == StatusCode::SERVICE_UNAVAILABLE {
-            // The cause (a database or signer message) is for the logs.
-            tracing::warn!(error = %status.message(), "witness unavailable to the admin API");
-            return AdminError::Witness {
-                status: code,
-                error: "unavailable".into(),
-                message: "the witness service is unavailable".into(),
-            };
-        }
-        AdminError::Witness {
-            status: code,
-            error: metadata("x-witness-refusal")
-                .unwrap_or("refused")
-                .to_owned(),
-            message: status.message().replace(['\r', '\n'], " "),
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            AdminError::MissingToken | AdminError::Unauthenticated { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
-            AdminError::SubjectNotAllowed => StatusCode::FORBIDDEN,
-            AdminError::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
-            AdminError::Witness { status, .. } => *status,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-}
-
-/// The `realm` of the `WWW-Authenticate` challenges (RFC 6750).
-const REALM: &str = "rekor-witness admin";
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let (error, message): (&str, &str) = match &self {
-            AdminError::MissingToken => (
-                "missing_token",
-                "an Authorization: Bearer token is required",
-            ),
-            AdminError::Unauthenticated { error, message } => (error, message),
-            AdminError::SubjectNotAllowed => (
-                "subject_not_allowed",
-                "the token's subject may not administer this witness",
-            ),
-            AdminError::IssuerUnavailable => (
-                "issuer_unavailable",
-                "the token issuer's keys cannot be fetched",
-            ),
-            AdminError::BadRequest { message } => ("bad_request", message),
-            AdminError::TooLarge => ("too_large", "the request body is over 16 KiB"),
-            AdminError::NotFound { error, message } => (error, message),
-            AdminError::Witness { error, message, .. } => (error, message),
-        };
-        let mut response = (status, Json(ErrorBody { error, message })).into_response();
-        // RFC 6750, section 3: a challenge on every 401; without a token, no
-        // error code.
-        let challenge = match &self {
-            AdminError::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
-            AdminError::Unauthenticated { error, .. } => Some(format!(
-                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{error}\""
-            )),
-            _ => None,
-        };
-        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert(WWW_AUTHENTICATE, value);
-        }
-        response
-    }
 }
 
 #[cfg(test)]
@@ -481,12 +508,7 @@ mod tests {
     use super::*;
 
     fn config(issuer: &str) -> AdminConfig {
-        AdminConfig {
-            issuer: issuer.into(),
-            audience: "rekor-witness".into(),
-            allowed_subjects: None,
-            jwks_refresh: default_jwks_refresh(),
-        }
+        AdminConfig::oidc(issuer, "rekor-witness")
     }
 
     #[test]
@@ -510,41 +532,135 @@ mod tests {
     }
 
     #[test]
-    fn bearer_tokens_are_read_from_exactly_one_header() {
-        let mut headers = HeaderMap::new();
-        assert!(bearer_token(&headers).is_err());
-        headers.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
-        assert_eq!(bearer_token(&headers).unwrap(), "abc.def.ghi");
-        headers.append("authorization", "Bearer other".parse().unwrap());
-        assert!(bearer_token(&headers).is_err());
-        let mut basic = HeaderMap::new();
-        basic.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
-        assert!(bearer_token(&basic).is_err());
+    fn an_admin_api_without_any_authentication_method_is_refused() {
+        let mut none = config("https://accounts.example.com");
+        none.issuer = None;
+        none.audience = None;
+        let error = none.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("no way to authenticate"),
+            "{error}"
+        );
+        // Half a method is no method.
+        let mut issuer_only = config("https://accounts.example.com");
+        issuer_only.audience = None;
+        assert!(issuer_only.validate().is_err());
+        let certificates = AdminConfig::client_certificates("/ca.pem", ["uri:spiffe://w/admin"]);
+        assert!(certificates.validate().is_ok());
+        let mut subjects_without_issuer = certificates.clone();
+        subjects_without_issuer.allowed_subjects = Some(vec!["admin".into()]);
+        assert!(subjects_without_issuer.validate().is_err());
     }
 
     #[test]
-    fn witness_refusals_keep_their_status_and_failures_are_never_500() {
-        let mut conflict = tonic::Status::failed_precondition("log is already trusted");
-        conflict
-            .metadata_mut()
-            .insert("x-http-status", "409".parse().unwrap());
-        conflict
-            .metadata_mut()
-            .insert("x-witness-refusal", "log_key_change".parse().unwrap());
-        let error = AdminError::from_witness(&conflict);
-        assert_eq!(error.status(), StatusCode::CONFLICT);
+    fn client_certificates_need_an_explicit_allowlist_of_well_formed_identities() {
+        let no_identities = AdminConfig::client_certificates("/ca.pem", Vec::<String>::new());
         assert!(
-            matches!(error, AdminError::Witness { ref error, .. } if error == "log_key_change")
+            no_identities.validate().is_err(),
+            "any certificate of the CA"
         );
-        let internal = tonic::Status::internal("boom");
-        assert_eq!(
-            AdminError::from_witness(&internal).status(),
-            StatusCode::BAD_GATEWAY
+        let mut identities_without_ca = config("https://accounts.example.com");
+        identities_without_ca.allowed_client_identities = vec!["dns:admin.example".into()];
+        assert!(identities_without_ca.validate().is_err());
+        for bad in ["spiffe://w/admin", "uri:", "email:admin@example.com", ""] {
+            let config = AdminConfig::client_certificates("/ca.pem", [bad]);
+            assert!(config.validate().is_err(), "{bad:?}");
+        }
+        let both = AdminConfig {
+            client_ca: Some("/ca.pem".into()),
+            allowed_client_identities: vec!["dns:admin.example".into()],
+            ..config("https://accounts.example.com")
+        };
+        assert!(both.validate().is_ok());
+    }
+
+    #[test]
+    fn client_certificates_cannot_be_asked_for_over_plain_http() {
+        let mut config = crate::GatewayConfig::new("http://127.0.0.1:1");
+        config.admin = Some(AdminConfig::client_certificates(
+            "/ca.pem",
+            ["uri:spiffe://w/admin"],
+        ));
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("client_ca needs [tls]"),
+            "{error}"
         );
-        let down = tonic::Status::unavailable("connection refused");
+        config.tls = Some(crate::transport::ServerTls::new("cert.pem", "key.pem"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_exactly_one_header() {
+        let mut headers = HeaderMap::new();
+        assert!(bearer_token(&headers).is_none());
+        headers.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap(), "abc.def.ghi");
+        headers.append("authorization", "Bearer other".parse().unwrap());
+        assert!(bearer_token(&headers).is_none());
+        let mut basic = HeaderMap::new();
+        basic.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+        assert!(bearer_token(&basic).is_none());
+    }
+
+    fn certificates_only() -> AdminAuthentication {
+        AdminAuthentication {
+            tokens: None,
+            client_identities: Some(HashSet::from(["uri:spiffe://w/admin".to_owned()])),
+        }
+    }
+
+    fn peer(identities: &[&str]) -> PeerIdentities {
+        PeerIdentities(identities.iter().map(|i| (*i).to_owned()).collect())
+    }
+
+    #[tokio::test]
+    async fn an_allowed_certificate_identity_is_an_administrator_and_others_are_forbidden() {
+        let auth = certificates_only();
+        let headers = HeaderMap::new();
+        let admin = auth
+            .authenticate(&headers, Some(&peer(&["dns:x", "uri:spiffe://w/admin"])))
+            .await
+            .unwrap();
+        assert_eq!(admin.subject, "uri:spiffe://w/admin");
+        assert_eq!(admin.method, "client_certificate");
+        let other = auth
+            .authenticate(&headers, Some(&peer(&["uri:spiffe://w/gateway"])))
+            .await
+            .unwrap_err();
+        assert_eq!(other.status(), StatusCode::FORBIDDEN);
+        // An identity differing only in case or by a prefix is another one.
+        let near = auth
+            .authenticate(
+                &headers,
+                Some(&peer(&["uri:SPIFFE://w/admin", "uri:spiffe://w/admin/x"])),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(near.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_configured_a_bearer_header_is_no_credential() {
+        let auth = certificates_only();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
+        let error = auth.authenticate(&headers, None).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                GatewayError::MissingCredentials {
+                    tokens: false,
+                    certificates: true
+                }
+            ),
+            "{error:?}"
+        );
+        // A verified certificate naming no identity is nobody allowed.
+        let certificate_of_nobody = auth.authenticate(&headers, Some(&peer(&[]))).await;
         assert_eq!(
-            AdminError::from_witness(&down).status(),
-            StatusCode::SERVICE_UNAVAILABLE
+            certificate_of_nobody.unwrap_err().status(),
+            StatusCode::FORBIDDEN
         );
     }
 }

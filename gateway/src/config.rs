@@ -169,6 +169,12 @@ impl GatewayConfig {
                 ),
             });
         }
+        if self.tls.is_none() && self.admin.as_ref().is_some_and(|a| a.client_ca.is_some()) {
+            return Err(GatewayError::Config {
+                detail: "[admin] client_ca needs [tls]: client certificates are checked over TLS"
+                    .into(),
+            });
+        }
         if let Some(tls) = &self.tls
             && tls.reload_interval.is_zero()
         {

@@ -59,7 +59,10 @@ pub async fn run(
     let (app, metrics) = router(config)?;
     let shutdown = metrics::serve_separately(config.metrics.as_ref(), &metrics, shutdown).await?;
     let tls = match &config.tls {
-        Some(tls) => Some(transport::ServingTls::start(tls).await?),
+        Some(tls) => {
+            let client_ca = config.admin.as_ref().and_then(|a| a.client_ca.as_deref());
+            Some(transport::ServingTls::start(tls, client_ca).await?)
+        }
         None => None,
     };
     transport::serve(listener, app, tls, &config.limits, shutdown).await

@@ -1,6 +1,12 @@
 //! TLS and serving: the API listener (HTTPS with a certificate reloaded on
 //! change, or plain HTTP on loopback), its accept loop with graceful shutdown,
 //! and the mutual-TLS gRPC channels to the witness and the signer.
+//!
+//! When the admin API accepts client certificates (`[admin] client_ca`), the
+//! API listener asks every client for one but requires none: a client without
+//! a certificate is served as before, a certificate that does not verify
+//! against `client_ca` fails the handshake, and the identities of a verified
+//! one travel with each request of the connection as `PeerIdentities`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,6 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -16,13 +23,14 @@ use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::GatewayError;
@@ -126,6 +134,77 @@ fn tls_error(path: &Path, detail: &str) -> GatewayError {
     }
 }
 
+/// A verifier that asks for a client certificate chaining to the CA(s) in
+/// `path` and lets clients without one through (`allow_unauthenticated`). A
+/// certificate that is presented but does not verify (another CA, expired,
+/// not for client authentication) fails the handshake: it is refused, not
+/// taken as absent, so a misconfigured administrator learns it at once.
+fn optional_client_certificates(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, GatewayError> {
+    let cas = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| tls_error(path, &e))?;
+    if cas.is_empty() {
+        return Err(tls_error(path, "no CA certificate in the file"));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca).map_err(|e| tls_error(path, &e.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_error(path, &e.to_string()))
+}
+
+/// The identities of the verified client certificate of a connection, from
+/// its subject alternative names: `uri:<URI>` and `dns:<name>`, the forms of
+/// `[admin] allowed_client_identities`. Inserted into the extensions of each
+/// request of a connection whose client presented a certificate that
+/// verified in the handshake (and only then).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PeerIdentities(pub(crate) Vec<String>);
+
+impl PeerIdentities {
+    /// The identities of the connection's verified client certificate, if
+    /// the client presented one (the handshake refuses one that does not
+    /// verify, so a presented certificate here is a verified one).
+    fn of<IO>(stream: &TlsStream<IO>) -> Option<PeerIdentities> {
+        let (_, session) = stream.get_ref();
+        let end_entity = session.peer_certificates()?.first()?;
+        Some(PeerIdentities(certificate_identities(end_entity)))
+    }
+}
+
+/// The `uri:` and `dns:` identities in a DER certificate's subject
+/// alternative names; none if it does not parse (the handshake's verifier
+/// parsed it already) or has no such names.
+fn certificate_identities(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(format!("uri:{uri}")),
+            GeneralName::DNSName(dns) => Some(format!("dns:{dns}")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The API listener's TLS acceptor, and the task that reloads its certificate
 /// (stopped when this is dropped).
 pub(crate) struct ServingTls {
@@ -141,19 +220,28 @@ impl Drop for ServingTls {
 
 impl ServingTls {
     /// Loads the certificate (a failure here is a configuration error) and
-    /// starts watching its files.
-    pub(crate) async fn start(tls: &ServerTls) -> Result<ServingTls, GatewayError> {
+    /// starts watching its files. With `client_ca`, client certificates
+    /// chaining to it are asked for, not required.
+    pub(crate) async fn start(
+        tls: &ServerTls,
+        client_ca: Option<&Path>,
+    ) -> Result<ServingTls, GatewayError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let files = PemFiles::read(tls).await?;
         warn_if_key_is_readable_by_others(&tls.key);
         let certificate = Arc::new(ReloadingCertificate {
             current: RwLock::new(Arc::new(files.certified_key(tls, &provider)?)),
         });
-        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(certificate.clone());
+            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
+        let builder = match client_ca {
+            Some(path) => {
+                builder.with_client_cert_verifier(optional_client_certificates(path, &provider)?)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(certificate.clone());
         // h2 first: clients that speak it get one multiplexed connection.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let reload = tokio::spawn(reload_on_change(tls.clone(), provider, certificate, files));
@@ -277,11 +365,14 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
-                None => serve_connection(stream, app, &builder, watcher).await,
+                None => serve_connection(stream, app, None, &builder, watcher).await,
                 // A failed or stalled handshake ends this task, never the loop.
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, &builder, watcher).await,
+                        Ok(Ok(stream)) => {
+                            let peer = PeerIdentities::of(&stream);
+                            serve_connection(stream, app, peer, &builder, watcher).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -299,14 +390,24 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Serves one connection; every request carries the client certificate's
+/// identities when there is one. They are set here, by the server, on each
+/// request: a client cannot supply them in any other way.
 async fn serve_connection<I>(
     io: I,
     app: Router,
+    peer: Option<PeerIdentities>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let app = tower::util::MapRequest::new(app, move |mut request: Request<_>| {
+        if let Some(peer) = &peer {
+            request.extensions_mut().insert(peer.clone());
+        }
+        request
+    });
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -370,4 +471,49 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, GatewayError> {
     std::fs::read(path).map_err(|e| GatewayError::Config {
         detail: format!("reading {}: {e}", path.display()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn identities_are_the_uri_and_dns_subject_alternative_names_only() {
+        let mut params = rcgen::CertificateParams::new(vec!["admin.example".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://w/admin".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "dns:x@example.com".try_into().unwrap(),
+        ));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "uri:spiffe://w/common-name");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identities(cert.der()),
+            vec!["dns:admin.example", "uri:spiffe://w/admin"]
+        );
+        assert!(certificate_identities(b"not a certificate").is_empty());
+    }
+
+    #[test]
+    fn a_client_ca_file_without_a_certificate_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "no PEM here\n").unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let error = optional_client_certificates(&path, &provider)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("no CA certificate"), "{error}");
+        let missing = dir.path().join("missing.pem");
+        assert!(optional_client_certificates(&missing, &provider).is_err());
+    }
 }

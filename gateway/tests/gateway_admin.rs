@@ -8,6 +8,12 @@
 //! leaves the witness's trusted logs unchanged; bad admin input is a 4xx JSON
 //! refusal, never a 500.
 //!
+//! Client certificates are the alternative: a gateway serving HTTPS accepts
+//! an administrator's certificate of an allowed identity (no token needed),
+//! refuses one of another identity (403), refuses at the handshake one from
+//! another CA, and keeps serving its public endpoints to clients without a
+//! certificate.
+//!
 //! One issuer and one stack serve every test (tests run in parallel on the
 //! fixture's runtime); each test adds its own origins.
 
@@ -30,8 +36,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use gateway::GatewayConfig;
 use gateway::admin::AdminConfig;
-use gateway_support::witness_support::TestLog;
+use gateway::transport::ServerTls;
+use gateway_support::witness_support::{TestLog, pki};
 use gateway_support::{Stack, add, origin_hash, start_gateway};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use serde_json::{Value, json};
 use witness_proto::witness as pb;
 
@@ -226,21 +237,142 @@ impl Issuer {
 
     fn admin_config(&self, allowed: Option<Vec<String>>) -> AdminConfig {
         AdminConfig {
-            issuer: self.url.clone(),
-            audience: AUDIENCE.into(),
             allowed_subjects: allowed,
-            jwks_refresh: Duration::from_secs(3600),
+            ..AdminConfig::oidc(self.url.clone(), AUDIENCE)
         }
     }
 }
 
+/// The identity of the administrator's client certificate.
+const ADMIN_IDENTITY: &str = "spiffe://witness/admin-operator";
+
+/// A CA of the test's own, issuing the HTTPS gateway's server certificate and
+/// client certificates.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate and its key, both PEM.
+    fn issue(&self, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "test");
+        params.subject_alt_names = sans;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate with the URI identity `uri`, as a reqwest
+    /// identity.
+    fn client_identity(&self, uri: &str) -> reqwest::Identity {
+        let (cert, key) = self.issue(
+            vec![SanType::URI(uri.try_into().unwrap())],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap()
+    }
+}
+
+/// A gateway serving HTTPS whose admin API takes client certificates of
+/// [`ADMIN_IDENTITY`] from its CA, and also the issuer's tokens; and HTTPS
+/// clients trusting its server certificate.
+struct TlsGateway {
+    addr: SocketAddr,
+    ca: TestCa,
+    /// No client certificate.
+    plain: reqwest::Client,
+    _files: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    /// Writes the CA and the server certificate to `files`; the TLS and
+    /// client-certificate configuration of a gateway using them.
+    fn configure(ca: &TestCa, files: &std::path::Path) -> (ServerTls, std::path::PathBuf) {
+        let (cert, key) = ca.issue(
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (cert_path, key_path, ca_path) = (
+            files.join("server.pem"),
+            files.join("server.key"),
+            files.join("admin-ca.pem"),
+        );
+        std::fs::write(&cert_path, cert).unwrap();
+        pki::write_private(&key_path, &key);
+        std::fs::write(&ca_path, &ca.pem).unwrap();
+        (ServerTls::new(cert_path, key_path), ca_path)
+    }
+
+    async fn start(witness: SocketAddr, issuer: &Issuer) -> TlsGateway {
+        let ca = TestCa::new("admin client CA");
+        let files = tempfile::tempdir().unwrap();
+        let (tls, ca_path) = TlsGateway::configure(&ca, files.path());
+        let mut config = GatewayConfig::new(format!("http://{witness}"));
+        config.tls = Some(tls);
+        config.admin = Some(AdminConfig {
+            client_ca: Some(ca_path),
+            allowed_client_identities: vec![format!("uri:{ADMIN_IDENTITY}")],
+            ..issuer.admin_config(Some(vec![ADMIN.into()]))
+        });
+        let (addr, stop) = start_gateway(config).await;
+        std::mem::forget(stop);
+        let plain = ca.client(None);
+        TlsGateway {
+            addr,
+            ca,
+            plain,
+            _files: files,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+}
+
+impl TestCa {
+    /// A client trusting this CA as the server's, presenting `identity`.
+    fn client(&self, identity: Option<reqwest::Identity>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap()])
+            .timeout(Duration::from_secs(10));
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        builder.build().unwrap()
+    }
+}
+
 /// The issuer and a stack whose gateway allows only [`ADMIN`], plus a second
-/// gateway on the same witness that allows any authenticated subject.
+/// gateway on the same witness that allows any authenticated subject, and an
+/// HTTPS gateway that also takes client certificates.
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     issuer: Issuer,
     stack: Stack,
     any_subject_gateway: SocketAddr,
+    tls_gateway: TlsGateway,
     recosigned_log: TestLog,
 }
 
@@ -252,26 +384,35 @@ fn fixture() -> &'static Fixture {
             .enable_all()
             .build()
             .unwrap();
-        let (issuer, stack, any_subject_gateway, recosigned_log) = runtime.block_on(async {
-            let issuer = Issuer::start().await;
-            let mut recosigned_log = TestLog::new(RECOSIGNED, 9);
-            recosigned_log.grow(12);
-            let admin = issuer.admin_config(Some(vec![ADMIN.into()]));
-            let stack = Stack::start(&[&recosigned_log], "", |config| {
-                config.admin = Some(admin);
-            })
-            .await;
-            let mut config = GatewayConfig::new(format!("http://{}", stack.witness_addr));
-            config.admin = Some(issuer.admin_config(None));
-            let (any_subject_gateway, stop) = start_gateway(config).await;
-            std::mem::forget(stop);
-            (issuer, stack, any_subject_gateway, recosigned_log)
-        });
+        let (issuer, stack, any_subject_gateway, tls_gateway, recosigned_log) =
+            runtime.block_on(async {
+                let issuer = Issuer::start().await;
+                let mut recosigned_log = TestLog::new(RECOSIGNED, 9);
+                recosigned_log.grow(12);
+                let admin = issuer.admin_config(Some(vec![ADMIN.into()]));
+                let stack = Stack::start(&[&recosigned_log], "", |config| {
+                    config.admin = Some(admin);
+                })
+                .await;
+                let mut config = GatewayConfig::new(format!("http://{}", stack.witness_addr));
+                config.admin = Some(issuer.admin_config(None));
+                let (any_subject_gateway, stop) = start_gateway(config).await;
+                std::mem::forget(stop);
+                let tls_gateway = TlsGateway::start(stack.witness_addr, &issuer).await;
+                (
+                    issuer,
+                    stack,
+                    any_subject_gateway,
+                    tls_gateway,
+                    recosigned_log,
+                )
+            });
         Fixture {
             runtime,
             issuer,
             stack,
             any_subject_gateway,
+            tls_gateway,
             recosigned_log,
         }
     })
@@ -875,7 +1016,7 @@ fn discovery_document_naming_another_issuer_is_never_trusted() {
         let localhost = f.issuer.url.replace("127.0.0.1", "localhost");
         let mut config = GatewayConfig::new(format!("http://{}", f.stack.witness_addr));
         config.admin = Some(AdminConfig {
-            issuer: localhost.clone(),
+            issuer: Some(localhost.clone()),
             ..f.issuer.admin_config(None)
         });
         let (gateway, _stop) = start_gateway(config).await;
@@ -916,5 +1057,201 @@ fn admin_api_is_absent_without_its_configuration() {
             .await
             .unwrap();
         assert_eq!(response.status(), 404);
+    });
+}
+
+/// Asks the HTTPS gateway, with `client` (and `token`, if any), to trust a new
+/// log `origin`; the answer, or the transport error.
+async fn add_log_with(
+    f: &Fixture,
+    client: &reqwest::Client,
+    token: Option<&str>,
+    origin: &str,
+    seed: u8,
+) -> Result<Answer, reqwest::Error> {
+    let log = TestLog::new(origin, seed);
+    let mut request = client
+        .post(f.tls_gateway.url("/admin/v1/logs"))
+        .header("content-type", "application/json")
+        .body(json!({"origin": origin, "verifier_key": log.verifier.to_vkey()}).to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    Ok(answer(request.send().await?).await)
+}
+
+#[test]
+fn client_certificate_of_an_allowed_identity_adds_a_log() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = &f.tls_gateway;
+        let admin = tls.ca.client(Some(tls.ca.client_identity(ADMIN_IDENTITY)));
+        let origin = "mtls-admin.example/log";
+        let added = add_log_with(f, &admin, None, origin, 50).await.unwrap();
+        assert_eq!(added.status, 200, "{:?}", added.body);
+        assert_eq!(added.body["origin"], origin);
+        assert!(f.trusted(origin).await.is_some(), "the witness trusts it");
+        let listed = answer(admin.get(tls.url("/admin/v1/logs")).send().await.unwrap()).await;
+        assert_eq!(listed.status, 200, "{:?}", listed.body);
+        assert!(
+            listed.body["logs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["origin"] == origin)
+        );
+    });
+}
+
+#[test]
+fn client_certificate_of_another_identity_is_forbidden_and_changes_nothing() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = &f.tls_gateway;
+        let other = tls
+            .ca
+            .client(Some(tls.ca.client_identity("spiffe://witness/gateway")));
+        let origin = "mtls-other-identity.example/log";
+        let refused = add_log_with(f, &other, None, origin, 51).await.unwrap();
+        assert_eq!(refused.status, 403, "{:?}", refused.body);
+        assert_eq!(refused.body["error"], "identity_not_allowed");
+        assert!(f.trusted(origin).await.is_none());
+        // Nor does a token that is not valid make up for it.
+        let forged = jws(
+            &json!({"alg": "RS256", "kid": "rsa-1"}),
+            &f.issuer.claims(ADMIN),
+            &f.issuer.impostor,
+        );
+        let refused = add_log_with(f, &other, Some(&forged), origin, 51)
+            .await
+            .unwrap();
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
+        assert!(f.trusted(origin).await.is_none());
+    });
+}
+
+#[test]
+fn admin_requests_over_tls_without_a_certificate_or_token_are_refused() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = &f.tls_gateway;
+        let origin = "mtls-no-credentials.example/log";
+        let refused = add_log_with(f, &tls.plain, None, origin, 52).await.unwrap();
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
+        assert_eq!(refused.body["error"], "missing_token");
+        let challenge = refused.challenge.expect("a 401 carries a challenge");
+        assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+        assert!(f.trusted(origin).await.is_none());
+        // Tokens remain the other way in, over the same listener.
+        let added = add_log_with(f, &tls.plain, Some(&f.issuer.admin_token()), origin, 52)
+            .await
+            .unwrap();
+        assert_eq!(added.status, 200, "{:?}", added.body);
+        assert!(f.trusted(origin).await.is_some());
+    });
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = &f.tls_gateway;
+        // The allowed identity, in a certificate the admin CA did not issue.
+        let impostor_ca = TestCa::new("admin client CA");
+        let impostor = tls
+            .ca
+            .client(Some(impostor_ca.client_identity(ADMIN_IDENTITY)));
+        let origin = "mtls-untrusted-ca.example/log";
+        let result = add_log_with(f, &impostor, None, origin, 53).await;
+        assert!(
+            result.is_err(),
+            "answered: {:?}",
+            result.map(|a| (a.status, a.body))
+        );
+        assert!(f.trusted(origin).await.is_none());
+        // On every endpoint: the handshake is refused, not the request.
+        assert!(impostor.get(tls.url("/logs")).send().await.is_err());
+        // The same client without the certificate is served.
+        let status = tls
+            .plain
+            .get(tls.url("/logs"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    });
+}
+
+#[test]
+fn clients_without_a_certificate_still_use_the_public_endpoints() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = &f.tls_gateway;
+        let response = tls.plain.get(tls.url("/logs")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let logs: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(
+            logs.to_string().contains(RECOSIGNED),
+            "the witness's logs: {logs}"
+        );
+        let mut log = TestLog::new("mtls-plain-submission.example/log", 54);
+        log.grow(2);
+        let added = f
+            .add_log(
+                Some(&f.issuer.admin_token()),
+                &json!({"verifier_key": log.verifier.to_vkey()}),
+            )
+            .await;
+        assert_eq!(added.status, 200, "{:?}", added.body);
+        let response = tls
+            .plain
+            .post(tls.url("/add-checkpoint"))
+            .body(add(0, Vec::new(), log.signed(2)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "a submission without a certificate");
+    });
+}
+
+#[test]
+fn admin_api_with_client_certificates_only_needs_no_issuer() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let ca = TestCa::new("certificate-only admin CA");
+        let files = tempfile::tempdir().unwrap();
+        let (tls, ca_path) = TlsGateway::configure(&ca, files.path());
+        let mut config = GatewayConfig::new(format!("http://{}", f.stack.witness_addr));
+        config.tls = Some(tls);
+        config.admin = Some(AdminConfig::client_certificates(
+            ca_path,
+            [format!("uri:{ADMIN_IDENTITY}")],
+        ));
+        let (gateway, _stop) = start_gateway(config).await;
+        let url = format!("https://127.0.0.1:{}/admin/v1/logs", gateway.port());
+        let origin = "mtls-only.example/log";
+        let log = TestLog::new(origin, 55);
+        let body = json!({"origin": origin, "verifier_key": log.verifier.to_vkey()}).to_string();
+
+        // A token is no credential here: there is no issuer to check it.
+        let refused = answer(
+            ca.client(None)
+                .post(&url)
+                .bearer_auth(f.issuer.admin_token())
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
+        assert_eq!(refused.body["error"], "missing_client_certificate");
+        assert!(f.trusted(origin).await.is_none());
+
+        let admin = ca.client(Some(ca.client_identity(ADMIN_IDENTITY)));
+        let added = answer(admin.post(&url).body(body).send().await.unwrap()).await;
+        assert_eq!(added.status, 200, "{:?}", added.body);
+        assert!(f.trusted(origin).await.is_some());
     });
 }

@@ -1,6 +1,7 @@
 //! `/metrics` over the real stack: the gateway's own metrics merged with the
 //! real witness's and the real signer's (fetched over mutual TLS with the
-//! gateway's own, allowlisted client identity), checked with `promtool`; the
+//! gateway's own client identity, which the signer knows as an observer: its
+//! metrics and public keys, never a signature), checked with `promtool`; the
 //! separate metrics listener scraped by a real Prometheus over mutual TLS (and
 //! refused to a Prometheus without a client certificate); a stopped signer
 //! leaving the scrape up with `rekor_witness_scrape_up{service="signer"} 0`.
@@ -27,6 +28,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use witness_proto::signer as signer_pb;
+use witness_proto::signer::signer_client::SignerClient;
 
 const PUSHED: &str = "push.example/metrics";
 /// The gateway's identity towards the signer (not the witness's).
@@ -120,8 +123,8 @@ impl TestCa {
     }
 }
 
-/// The stack plus what the metrics tests add: the signer restarted to allow
-/// the gateway's identity, and files of the test CA.
+/// The stack plus what the metrics tests add: the signer restarted to know
+/// the gateway's identity as an observer, and files of the test CA.
 struct MetricsStack {
     stack: Stack,
     ca: TestCa,
@@ -145,7 +148,8 @@ impl MetricsStack {
         );
 
         // The signer, restarted on its address to trust the test CA too and
-        // to allow the gateway's identity next to the witness's.
+        // to let the gateway's identity observe (read metrics and public
+        // keys); only the witness's identity may sign.
         let SignerHarness {
             mut installation,
             server,
@@ -159,7 +163,7 @@ impl MetricsStack {
         installation
             .config
             .tls
-            .allowed_identities
+            .observer_identities
             .push(format!("uri:{GATEWAY_IDENTITY}"));
         let server = installation.start(Some(addr)).await;
         let signer_upstream = Upstream {
@@ -182,6 +186,28 @@ impl MetricsStack {
             files,
             signer_upstream,
         }
+    }
+
+    /// A gRPC client of the signer presenting the gateway's own client
+    /// certificate, as the gateway's channel does.
+    async fn signer_as_gateway(&self) -> SignerClient<tonic::transport::Channel> {
+        let upstream = &self.signer_upstream;
+        let read = |path: &Option<PathBuf>| std::fs::read(path.as_ref().unwrap()).unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&upstream.ca)))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&upstream.client_cert),
+                read(&upstream.client_key),
+            ))
+            .domain_name("localhost");
+        let channel = tonic::transport::Endpoint::from_shared(upstream.endpoint.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        SignerClient::new(channel)
     }
 
     /// A gateway over the stack's witness and signer.
@@ -318,6 +344,33 @@ async fn one_scrape_merges_gateway_witness_and_signer_into_valid_exposition() {
     // promtool does refuse a broken exposition (the check can fail).
     let broken = format!("{text}gateway_http_requests_total{{service=\"x\" 1\n");
     assert_ne!(promtool_check(&broken).0, 0);
+
+    // Least privilege, end to end: the identity whose certificate fetched the
+    // signer's metrics above cannot make the signer sign. It reads the public
+    // keys over the same kind of channel (so the refusal is no TLS failure),
+    // and a checkpoint the witness's identity would get cosigned (a new log,
+    // from size 0) is PERMISSION_DENIED to it.
+    let mut signer = stack.signer_as_gateway().await;
+    let keys = signer
+        .public_keys(signer_pb::PublicKeysRequest {})
+        .await
+        .expect("an observer reads the public keys");
+    assert!(!keys.into_inner().keys.is_empty());
+    let mut unseen = TestLog::new("least-privilege.example/log", 26);
+    unseen.grow(5);
+    let checkpoint = unseen.checkpoint(5);
+    let refused = signer
+        .cosign_checkpoint(signer_pb::CosignCheckpointRequest {
+            origin: checkpoint.origin().to_owned(),
+            size: 5,
+            root_hash: checkpoint.root_hash().0.to_vec(),
+            extension_lines: Vec::new(),
+            old_size: 0,
+            consistency_proof: Vec::new(),
+        })
+        .await
+        .expect_err("the gateway's identity must never get a cosignature");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     stack.stack.stop();
 }
 

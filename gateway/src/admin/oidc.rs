@@ -29,7 +29,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{AdminConfig, AdminError};
+use super::{AdminConfig, Administrator};
 use crate::GatewayError;
 
 /// Clock skew tolerated on `exp` and `nbf`: enough for an NTP-synchronised
@@ -59,13 +59,6 @@ const MAX_JWKS_SIZE: usize = 256 * 1024;
 
 /// A fetch of the discovery document or JWKS gives up after this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who a verified token speaks for.
-#[derive(Clone, Debug)]
-pub(crate) struct Administrator {
-    /// The token's `sub`.
-    pub(crate) subject: String,
-}
 
 /// One verification key of the issuer, with the one algorithm it verifies.
 struct TrustedKey {
@@ -113,8 +106,13 @@ pub(crate) fn https_or_loopback(url: &Url) -> bool {
 }
 
 impl Authenticator {
-    /// An authenticator for a validated configuration; no network yet.
-    pub(crate) fn new(config: &AdminConfig) -> Result<Authenticator, GatewayError> {
+    /// An authenticator for a validated configuration's `issuer` and
+    /// `audience`; no network yet.
+    pub(crate) fn new(
+        config: &AdminConfig,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Authenticator, GatewayError> {
         let config_error = |detail: String| GatewayError::Config {
             detail: format!("[admin] {detail}"),
         };
@@ -122,9 +120,9 @@ impl Authenticator {
         // slash removed, then the well-known path.
         let discovery = Url::parse(&format!(
             "{}/.well-known/openid-configuration",
-            config.issuer.trim_end_matches('/')
+            issuer.trim_end_matches('/')
         ))
-        .map_err(|e| config_error(format!("issuer {:?}: {e}", config.issuer)))?;
+        .map_err(|e| config_error(format!("issuer {issuer:?}: {e}")))?;
         let http = reqwest::Client::builder()
             // The issuer's documents are served where the issuer says; a
             // redirect elsewhere (or to plain HTTP) is not followed.
@@ -133,8 +131,8 @@ impl Authenticator {
             .build()
             .map_err(|e| config_error(format!("HTTP client: {e}")))?;
         Ok(Authenticator {
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
             allowed_subjects: config
                 .allowed_subjects
                 .as_ref()
@@ -182,7 +180,7 @@ impl Authenticator {
 
     /// The key `kid`, fetching the JWKS again if it is unknown and the last
     /// fetch is old enough.
-    async fn key(&self, kid: &str) -> Result<Arc<TrustedKey>, AdminError> {
+    async fn key(&self, kid: &str) -> Result<Arc<TrustedKey>, GatewayError> {
         if let Some(key) = self.key_set().by_kid.get(kid) {
             return Ok(key.clone());
         }
@@ -202,8 +200,8 @@ impl Authenticator {
         let keys = self.key_set();
         match keys.by_kid.get(kid) {
             Some(key) => Ok(key.clone()),
-            None if !keys.loaded => Err(AdminError::IssuerUnavailable),
-            None => Err(AdminError::unauthenticated(
+            None if !keys.loaded => Err(GatewayError::IssuerUnavailable),
+            None => Err(unauthorized(
                 "unknown_kid",
                 "no key of the issuer has this key id",
             )),
@@ -273,27 +271,23 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token; see the module documentation for the checks.
-    pub(crate) async fn verify(&self, token: &str) -> Result<Administrator, AdminError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Administrator, GatewayError> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(AdminError::unauthenticated(
-                "malformed_token",
-                "the token is too long",
-            ));
+            return Err(unauthorized("malformed_token", "the token is too long"));
         }
         let header = raw_header(token)?;
         if !ACCEPTED_ALGORITHMS.contains(&header.alg.as_str()) {
-            return Err(AdminError::unauthenticated(
+            return Err(unauthorized(
                 "algorithm_not_accepted",
                 "only asymmetric signature algorithms are accepted (no none, no HMAC)",
             ));
         }
-        let kid = header.kid.ok_or(AdminError::unauthenticated(
-            "missing_kid",
-            "the token names no key id",
-        ))?;
+        let kid = header
+            .kid
+            .ok_or(unauthorized("missing_kid", "the token names no key id"))?;
         let key = self.key(&kid).await?;
         if header.alg != algorithm_name(key.algorithm) {
-            return Err(AdminError::unauthenticated(
+            return Err(unauthorized(
                 "algorithm_mismatch",
                 "the token's algorithm is not its key's",
             ));
@@ -310,12 +304,12 @@ impl Authenticator {
             .map_err(|e| refusal(e.kind()))?
             .claims;
         if claims.iss.as_deref() != Some(self.issuer.as_str()) {
-            return Err(AdminError::unauthenticated(
+            return Err(unauthorized(
                 "wrong_issuer",
                 "the token is from another issuer",
             ));
         }
-        let subject = claims.sub.ok_or(AdminError::unauthenticated(
+        let subject = claims.sub.ok_or(unauthorized(
             "missing_claim",
             "the token lacks one of exp, iss, aud and sub",
         ))?;
@@ -323,9 +317,15 @@ impl Authenticator {
             && !allowed.contains(&subject)
         {
             tracing::warn!(subject, "admin request by a subject not allowed");
-            return Err(AdminError::SubjectNotAllowed);
+            return Err(GatewayError::Forbidden {
+                check: "subject_not_allowed",
+                reason: "the token's subject may not administer this witness",
+            });
         }
-        Ok(Administrator { subject })
+        Ok(Administrator {
+            subject,
+            method: "token",
+        })
     }
 }
 
@@ -365,9 +365,9 @@ struct RawHeader {
     kid: Option<String>,
 }
 
-fn raw_header(token: &str) -> Result<RawHeader, AdminError> {
+fn raw_header(token: &str) -> Result<RawHeader, GatewayError> {
     use base64::Engine as _;
-    let malformed = || AdminError::unauthenticated("malformed_token", "the token is not a JWS");
+    let malformed = || unauthorized("malformed_token", "the token is not a JWS");
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -467,8 +467,13 @@ fn trusted_key(jwk: &Jwk) -> Option<TrustedKey> {
     Some(TrustedKey { algorithm, key })
 }
 
+/// A token refused by the check `check`.
+fn unauthorized(check: &'static str, reason: &'static str) -> GatewayError {
+    GatewayError::Unauthorized { check, reason }
+}
+
 /// The refusal of a token `jsonwebtoken` did not accept.
-fn refusal(kind: &ErrorKind) -> AdminError {
+fn refusal(kind: &ErrorKind) -> GatewayError {
     let (code, reason) = match kind {
         ErrorKind::InvalidSignature => ("bad_signature", "the signature does not verify"),
         ErrorKind::ExpiredSignature => ("token_expired", "the token has expired"),
@@ -485,7 +490,7 @@ fn refusal(kind: &ErrorKind) -> AdminError {
         ),
         _ => ("invalid_token", "the token is malformed or does not verify"),
     };
-    AdminError::unauthenticated(code, reason)
+    unauthorized(code, reason)
 }
 
 #[cfg(test)]
