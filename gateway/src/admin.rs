@@ -451,14 +451,10 @@ async fn list_logs(
 }
 
 async fn trusted_logs(gateway: &Gateway) -> Result<Vec<pb::Log>, GatewayError> {
-    Ok(gateway
-        .witness
-        .clone()
-        .list_logs(pb::ListLogsRequest {})
+    gateway
+        .trusted_logs()
         .await
-        .map_err(|status| GatewayError::from_admin_witness(&status))?
-        .into_inner()
-        .logs)
+        .map_err(|status| GatewayError::from_admin_witness(&status))
 }
 
 async fn recosign(

@@ -48,6 +48,20 @@ pub(crate) struct Gateway {
     origins: Arc<monitoring::OriginIndex>,
 }
 
+impl Gateway {
+    /// Every log the witness trusts (its `ListLogs`); callers map a refusal to
+    /// the answer their route owes.
+    async fn trusted_logs(&self) -> Result<Vec<witness_proto::witness::Log>, tonic::Status> {
+        Ok(self
+            .witness
+            .clone()
+            .list_logs(witness_proto::witness::ListLogsRequest {})
+            .await?
+            .into_inner()
+            .logs)
+    }
+}
+
 /// Serves the gateway on `listener` (HTTPS when `[tls]` is configured, else
 /// plain HTTP, on a loopback address only) until `shutdown` completes, then
 /// drains in-flight requests.

@@ -100,13 +100,9 @@ pub(crate) async fn checkpoint(
         Lookup::Unknown => return Err(GatewayError::NotFound),
         Lookup::Refresh => {
             let logs = gateway
-                .witness
-                .clone()
-                .list_logs(pb::ListLogsRequest {})
+                .trusted_logs()
                 .await
-                .map_err(|status| GatewayError::from_witness(&status))?
-                .into_inner()
-                .logs;
+                .map_err(|status| GatewayError::from_witness(&status))?;
             gateway.origins.replace(&logs);
             gateway
                 .origins

@@ -289,13 +289,9 @@ async fn current_logs(
         .logs
         .get(LOGS_TTL, async {
             let logs = gateway
-                .witness
-                .clone()
-                .list_logs(pb::ListLogsRequest {})
+                .trusted_logs()
                 .await
-                .map_err(|status| GatewayError::from_witness(&status))?
-                .into_inner()
-                .logs;
+                .map_err(|status| GatewayError::from_witness(&status))?;
             logs.into_iter()
                 .map(|log| LogStatus::from_wire(log, &context.monitoring_prefix))
                 .collect::<Result<Arc<[LogStatus]>, GatewayError>>()
