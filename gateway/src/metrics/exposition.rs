@@ -146,19 +146,7 @@ fn family_for_declaration<'a>(
     let is_current = families
         .last()
         .is_some_and(|f| f.name == name && f.samples.is_empty());
-    if !is_current {
-        if index.contains_key(name) {
-            return None;
-        }
-        index.insert(name.to_owned(), families.len());
-        families.push(Family {
-            name: name.to_owned(),
-            help: None,
-            kind: Kind::Untyped,
-            samples: Vec::new(),
-        });
-    }
-    families.last_mut()
+    current_or_new_family(families, index, name, is_current)
 }
 
 /// The family a sample belongs to: the current family when the name is the
@@ -176,7 +164,19 @@ fn family_for_sample<'a>(
             .iter()
             .any(|suffix| name.strip_suffix(suffix) == Some(f.name.as_str()))
     });
-    if !belongs {
+    current_or_new_family(families, index, name, belongs)
+}
+
+/// The current (last) family when `current`, else a new untyped family named
+/// `name`; `None` if that name already had a family (families must be
+/// contiguous).
+fn current_or_new_family<'a>(
+    families: &'a mut Exposition,
+    index: &mut HashMap<String, usize>,
+    name: &str,
+    current: bool,
+) -> Option<&'a mut Family> {
+    if !current {
         if index.contains_key(name) {
             return None;
         }
