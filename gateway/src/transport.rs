@@ -183,27 +183,7 @@ impl PeerIdentities {
     }
 }
 
-/// The `uri:` and `dns:` identities in a DER certificate's subject
-/// alternative names; none if it does not parse (the handshake's verifier
-/// parsed it already) or has no such names.
-fn certificate_identities(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(format!("uri:{uri}")),
-            GeneralName::DNSName(dns) => Some(format!("dns:{dns}")),
-            _ => None,
-        })
-        .collect()
-}
+use witness_core::peer_identity::certificate_identities;
 
 /// The API listener's TLS acceptor, and the task that reloads its certificate
 /// (stopped when this is dropped).
@@ -294,11 +274,12 @@ async fn reload_on_change(
 }
 
 fn warn_if_key_is_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::MetadataExt as _;
     if let Ok(metadata) = std::fs::metadata(path)
-        && metadata.permissions().mode() & 0o077 != 0
+        && let Some(problem) =
+            witness_core::secret_file::secret_file_mode_problem(metadata.mode(), metadata.uid())
     {
-        tracing::warn!(key = %path.display(), "TLS private key is readable by group or others");
+        tracing::warn!(key = %path.display(), %problem, "TLS private key is readable by others than its owner");
     }
 }
 

@@ -1,4 +1,6 @@
 //! `signer-svc`: runs the key custody service, or generates file keys.
+//! `signer-svc healthcheck --config <file>` is the container image's
+//! HEALTHCHECK (the image has no shell).
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +43,15 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Exit 0 when the signer of this configuration accepts TCP connections
+    /// on its listen address (loopback for a wildcard address), 1 otherwise.
+    /// The listener speaks mutual TLS only, so this checks what a Kubernetes
+    /// tcpSocket probe checks. The container image's HEALTHCHECK.
+    Healthcheck {
+        /// The TOML configuration the signer was started with.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
             out,
             name,
         } => keygen(algorithm.into(), &out, name.as_deref()),
+        Command::Healthcheck { config } => healthcheck(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,6 +120,20 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+fn healthcheck(config_path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(config_path)?;
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    Ok(())
 }
 
 fn keygen(

@@ -180,22 +180,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 /// The identities a certificate carries in its subject alternative names, as
 /// `uri:<URI>` and `dns:<name>`.
 pub fn identities(cert: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(cert) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(format!("uri:{uri}")),
-            GeneralName::DNSName(dns) => Some(format!("dns:{dns}")),
-            _ => None,
-        })
-        .collect()
+    witness_core::peer_identity::certificate_identities(cert)
 }
 
 /// Why a client certificate was refused after the handshake.

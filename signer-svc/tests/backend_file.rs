@@ -34,12 +34,31 @@ async fn file_backend_passes_the_backend_suite_for_every_algorithm() {
 #[test]
 fn group_or_world_readable_key_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for mode in [0o640, 0o604, 0o660, 0o644] {
+    for mode in [0o604, 0o660, 0o644, 0o620] {
         let path = key_file(dir.path(), Algorithm::Ed25519, mode);
         let error = FileKey::load(&path, Algorithm::Ed25519).err().unwrap();
         assert_eq!(error.kind(), "config");
         std::fs::remove_file(path).unwrap();
     }
+}
+
+/// A Kubernetes Secret mounted into a non-root pod is `root:<fsGroup>` 0440:
+/// accepted. The same group-readable mode on a file someone else owns is
+/// refused (PostgreSQL's rule for its server key).
+#[test]
+fn group_readable_key_file_is_accepted_only_when_root_owns_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = key_file(dir.path(), Algorithm::Ed25519, 0o440);
+    let owner = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    if owner == 0 {
+        FileKey::load(&path, Algorithm::Ed25519).unwrap();
+        // Hand the file to `nobody`: now group-readable is refused.
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+    }
+    let error = FileKey::load(&path, Algorithm::Ed25519).err().unwrap();
+    assert_eq!(error.kind(), "config");
 }
 
 #[test]

@@ -103,6 +103,12 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("configuration: {detail}")]
     Config { detail: String },
+    /// A mirror bundle failed a check; `fault` names which.
+    #[error("mirror bundle: {}: {detail}", fault.label())]
+    Mirror {
+        fault: crate::mirror::MirrorFault,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -138,6 +144,7 @@ impl Error {
             Error::Fetch { .. } => "fetch",
             Error::Archive { .. } => "archive",
             Error::Config { .. } => "config",
+            Error::Mirror { fault, .. } => fault.label(),
         }
     }
 

@@ -20,8 +20,15 @@ pub mod dsse;
 pub mod error;
 pub mod log_list;
 pub mod merkle;
+pub mod mirror;
+/// CARv1 reading and writing for mirror bundles (feature `car`, part of
+/// `service`; alone for the fuzz targets).
+#[cfg(feature = "car")]
+pub mod mirror_car;
 pub mod note;
+pub mod peer_identity;
 pub mod rekor;
+pub mod secret_file;
 pub mod tiles;
 pub mod witness_api;
 

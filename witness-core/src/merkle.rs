@@ -328,6 +328,25 @@ impl RootBuilder {
         self.size += 1;
     }
 
+    /// Resumes from a compact range of `[0, size)`: the hashes of its maximal
+    /// complete subtrees, largest (leftmost) first, one per set bit of `size`.
+    pub fn from_frontier(size: u64, frontier: &[Hash]) -> Result<RootBuilder> {
+        if size > MAX_TREE_SIZE || frontier.len() != size.count_ones() as usize {
+            return Err(Error::MalformedProof {
+                reason: "frontier does not have one hash per set bit of its size",
+            });
+        }
+        Ok(RootBuilder {
+            size,
+            subtrees: frontier.to_vec(),
+        })
+    }
+
+    /// The compact range of the leaves so far (see [`RootBuilder::from_frontier`]).
+    pub fn frontier(&self) -> &[Hash] {
+        &self.subtrees
+    }
+
     /// The root of the tree so far (the empty-tree hash if no leaf was pushed).
     pub fn root(&self) -> Hash {
         let mut iter = self.subtrees.iter().rev();

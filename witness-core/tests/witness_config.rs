@@ -127,7 +127,7 @@ fn operator_mistakes_are_refused_with_a_reason() {
         ("state = \"x\"\n".to_owned(), "signer"),
         (
             format!("mirror_path = \"/srv/mirror.car\"\n{signer}"),
-            "air-gap mode is not available",
+            "needs mirror_key",
         ),
     ] {
         let error = WitnessConfig::parse(&text).unwrap_err().to_string();

@@ -30,18 +30,20 @@ enum Secret {
     EcdsaP256(Box<p256::ecdsa::SigningKey>),
 }
 
-/// Refuses key files that the group or others can read or write.
+/// Refuses key files that others than their owner can access, except a
+/// root-owned group-readable file (a Kubernetes Secret mount); see
+/// [`witness_core::secret_file`].
 #[cfg(unix)]
 pub fn check_private_file_mode(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::MetadataExt as _;
     let metadata = std::fs::metadata(path)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    let mode = metadata.permissions().mode();
-    if mode & 0o077 != 0 {
+    if let Some(problem) =
+        witness_core::secret_file::secret_file_mode_problem(metadata.mode(), metadata.uid())
+    {
         return Err(Error::Config(format!(
-            "private key {} has mode {:o}; it must not be group or world accessible (chmod 600)",
-            path.display(),
-            mode & 0o777
+            "private key {}: {problem}",
+            path.display()
         )));
     }
     Ok(())

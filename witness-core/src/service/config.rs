@@ -14,6 +14,22 @@
 //! client_cert = "/etc/witness/tls/witness.pem"
 //! client_key = "/etc/witness/tls/witness.key"
 //! ```
+//!
+//! Air-gap mode replaces pulling by signed mirror bundles (see
+//! [`crate::service::airgap`]); no `[archive]` then:
+//!
+//! ```toml
+//! state = "/var/lib/witness/state.db"
+//! mirror_path = "/media/bootstrap-pack/rekor-mirror"
+//! mirror_key = "/etc/witness/mirror-producer-p256.pem"
+//! mirror_scan_interval = "10s"
+//! [[log]]
+//! key = "log2025-1.rekor.sigstore.dev+cf119915+Abf..."
+//!
+//! [signer]
+//! endpoint = "https://127.0.0.1:7390"
+//! # ca, client_cert, client_key as above
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,11 +91,31 @@ pub struct WitnessConfig {
     /// after the URL's host) or a vkey (`name+id+base64`).
     #[serde(default)]
     pub rekor_keys: Vec<String>,
-    /// A signed CAR mirror to verify and cosign offline (air-gap mode). Air-gap
-    /// mode is not built yet (its own issue): setting this is refused rather
-    /// than silently ignored.
+    /// Air-gap mode: a directory of signed Rekor mirror bundles to verify and
+    /// cosign offline (see [`crate::service::airgap`] for the layout and the
+    /// order bundles are consumed in). Setting it makes the witness verify-only:
+    /// it constructs no HTTP client, starts no feeder, fetches no log list and
+    /// opens no outbound connection other than its gRPC link to the signer.
+    /// `rekor_urls` only name the hosts of `rekor_keys` then (nothing is
+    /// pulled), `[archive]` is refused (the audit directory
+    /// `<mirror_path>/audit/` takes its place) and `mirror_key` is required.
+    /// The witness writes into `<mirror_path>/audit/`, so the directory must be
+    /// writable.
     #[serde(default)]
     pub mirror_path: Option<PathBuf>,
+    /// Air-gap mode: path to the PEM public key (ECDSA P-256
+    /// SubjectPublicKeyInfo) of the mirror producer, which signs each bundle's
+    /// `rekor-mirror.car.dsse.json`. Required with `mirror_path`, refused
+    /// without it.
+    #[serde(default)]
+    pub mirror_key: Option<PathBuf>,
+    /// Air-gap mode: how often `mirror_path` is scanned for new bundles
+    /// (default `10s`, at least `1s`).
+    #[serde(
+        default = "default_mirror_scan",
+        deserialize_with = "crate::service::duration"
+    )]
+    pub mirror_scan_interval: Duration,
     /// The signer holding the witness keys.
     pub signer: SignerConfig,
     /// The checkpoint archive (default: local files under
@@ -94,6 +130,28 @@ pub struct WitnessConfig {
     pub log_lists: Vec<PathBuf>,
 }
 
+/// What the witness service runs as; [`crate::service::server::run`] branches
+/// on it once, before anything that could open a connection is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceMode {
+    /// Pull feeders, log-list fetching, consistency-proof fetching and the
+    /// archive (possibly in object storage): the connected witness.
+    Online,
+    /// Verify-only over signed mirror bundles, with no HTTP client at all.
+    Airgap(AirgapConfig),
+}
+
+/// The air-gap settings, resolved against the configuration's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AirgapConfig {
+    /// The directory of mirror bundles (and of `audit/`).
+    pub mirror_path: PathBuf,
+    /// The mirror producer's PEM public key.
+    pub mirror_key: PathBuf,
+    /// How often `mirror_path` is scanned.
+    pub scan_interval: Duration,
+}
+
 /// Mutual TLS of the gRPC listener.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +162,13 @@ pub struct ListenerTls {
     pub key: PathBuf,
     /// PEM CA that client certificates must chain to.
     pub client_ca: PathBuf,
+    /// The callers allowed, by client certificate identity: `uri:<SAN URI>`
+    /// (a SPIFFE ID) or `dns:<SAN DNS name>`, usually just the gateway's. A
+    /// certificate from `client_ca` with no identity on this list is refused
+    /// every call (`PERMISSION_DENIED`) but health checks, so a certificate
+    /// issued by the same CA for something else (a signer client, a monitor)
+    /// cannot add logs or ask for cosignatures. Required, non-empty.
+    pub allowed_identities: Vec<String>,
 }
 
 /// One trusted log.
@@ -138,6 +203,9 @@ fn default_interval() -> Duration {
 }
 fn default_poll() -> Duration {
     Duration::from_secs(60)
+}
+fn default_mirror_scan() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_feed() -> String {
     "push".into()
@@ -184,11 +252,46 @@ impl WitnessConfig {
                 "a non-loopback listen address needs [tls] (mutual TLS)",
             ));
         }
-        if let Some(path) = &config.mirror_path {
-            return Err(config_error(format!(
-                "mirror_path {}: air-gap mode is not available in this version",
-                path.display()
-            )));
+        if let Some(tls) = &config.tls {
+            if tls.allowed_identities.is_empty() {
+                return Err(config_error(
+                    "tls.allowed_identities must name at least one caller (the gateway's certificate identity)",
+                ));
+            }
+            if let Some(bad) = tls
+                .allowed_identities
+                .iter()
+                .find(|id| !(id.starts_with("uri:") || id.starts_with("dns:")) || id.len() <= 4)
+            {
+                return Err(config_error(format!(
+                    "tls.allowed_identities: {bad:?} is not `uri:<URI>` or `dns:<name>`"
+                )));
+            }
+        }
+        match (&config.mirror_path, &config.mirror_key) {
+            (Some(path), None) => {
+                return Err(config_error(format!(
+                    "mirror_path {} needs mirror_key (the mirror producer's P-256 PEM public key)",
+                    path.display()
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(config_error("mirror_key is only used with mirror_path"));
+            }
+            (Some(_), Some(_)) if config.state.starts_with("postgres") => {
+                return Err(config_error(
+                    "a postgres:// state is refused with mirror_path: air-gap mode opens no connection but the signer's (use a SQLite file)",
+                ));
+            }
+            (Some(_), Some(_)) if config.archive.is_some() => {
+                return Err(config_error(
+                    "[archive] is refused with mirror_path: in air-gap mode the audit directory <mirror_path>/audit/ is the archive",
+                ));
+            }
+            _ => {}
+        }
+        if config.mirror_scan_interval < Duration::from_secs(1) {
+            return Err(config_error("mirror_scan_interval must be at least 1s"));
         }
         if config.checkpoint_interval < Duration::from_secs(1) {
             return Err(config_error("checkpoint_interval must be at least 1s"));
@@ -197,6 +300,20 @@ impl WitnessConfig {
             return Err(config_error("poll_interval must be at least 1s"));
         }
         Ok(config)
+    }
+
+    /// The service mode this configuration selects: air gap when
+    /// `mirror_path` is set (checked in [`WitnessConfig::parse`] to come with
+    /// `mirror_key`), online otherwise. `base` resolves relative paths.
+    pub fn mode(&self, base: &Path) -> ServiceMode {
+        match (&self.mirror_path, &self.mirror_key) {
+            (Some(path), Some(key)) => ServiceMode::Airgap(AirgapConfig {
+                mirror_path: base.join(path),
+                mirror_key: base.join(key),
+                scan_interval: self.mirror_scan_interval,
+            }),
+            _ => ServiceMode::Online,
+        }
     }
 
     /// Resolves every configured log: Rekor URLs with their keys, `[[log]]`

@@ -8,11 +8,14 @@
 //! ([`feeder`]), re-cosigning and the checkpoint archive ([`archive`]), metrics
 //! and the gRPC server.
 
+pub mod airgap;
 pub mod archive;
 pub mod config;
+pub mod dev_stack;
 pub mod feeder;
 pub mod grpc;
 pub mod metrics;
+pub mod mirror;
 pub mod recosign;
 pub mod server;
 pub mod signer_client;

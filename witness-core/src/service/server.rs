@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use witness_proto::witness::witness_server::WitnessServer;
 
-use crate::service::config::{Logs, WitnessConfig};
+use crate::service::config::{Logs, ServiceMode, WitnessConfig};
 use crate::service::feeder::{FeederConfig, LogKind};
 use crate::service::grpc::WitnessGrpc;
 use crate::service::metrics::WitnessMetrics;
@@ -24,7 +24,7 @@ use crate::service::{archive, feeder, recosign};
 use crate::{Error, Result};
 
 /// Completes when the stop signal turns true.
-async fn stopping(mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn stopping(mut stopped: watch::Receiver<bool>) {
     while !*stopped.borrow() {
         if stopped.changed().await.is_err() {
             return;
@@ -85,7 +85,7 @@ pub async fn open_store(config: &WitnessConfig) -> Result<Arc<dyn LogStore>> {
 
 /// Reads the signer's keys, retrying with backoff while the signer is not up
 /// yet (the two services start independently).
-async fn signer_keys(
+pub(crate) async fn signer_keys(
     signer: &GrpcSigner,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SignerKeys> {
@@ -121,10 +121,30 @@ fn server_tls(config: &WitnessConfig) -> Result<Option<ServerTlsConfig>> {
     ))
 }
 
-/// Serves the witness on `listener` until `shutdown` completes: the gRPC
-/// service, the pull feeders, re-cosigning and the archive. `base` resolves
-/// relative paths in the configuration.
+/// Serves the witness on `listener` until `shutdown` completes. `base`
+/// resolves relative paths in the configuration.
+///
+/// The mode is decided here, before anything is built: air-gap mode
+/// (`mirror_path`) runs [`airgap::run`](crate::service::airgap::run), which
+/// never reaches the feeders, the proof fetcher or the archive below, so it
+/// constructs no HTTP client at all.
 pub async fn run(
+    listener: TcpListener,
+    config: &WitnessConfig,
+    base: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    match config.mode(base) {
+        ServiceMode::Online => run_online(listener, config, base, shutdown).await,
+        ServiceMode::Airgap(airgap) => {
+            crate::service::airgap::run(listener, config, &airgap, base, shutdown).await
+        }
+    }
+}
+
+/// The connected witness: the gRPC service, the pull feeders, re-cosigning
+/// and the archive.
+async fn run_online(
     listener: TcpListener,
     config: &WitnessConfig,
     base: &Path,
@@ -181,6 +201,23 @@ pub async fn run(
         });
     }
 
+    let served = serve_grpc(listener, config, witness, shutdown, &stop).await;
+    let _ = stop.send(true);
+    // Background tasks see the stop and finish their current step (the archive
+    // flushes its queue to the spool and writes the partial manifest).
+    while tasks.join_next().await.is_some() {}
+    served
+}
+
+/// Serves the gRPC API of `witness` on `listener` until `shutdown` completes,
+/// then turns `stop` true (for the background tasks).
+pub(crate) async fn serve_grpc(
+    listener: TcpListener,
+    config: &WitnessConfig,
+    witness: Arc<Witness>,
+    shutdown: impl Future<Output = ()>,
+    stop: &watch::Sender<bool>,
+) -> Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<WitnessServer<WitnessGrpc>>()
@@ -198,19 +235,47 @@ pub async fn run(
             detail: format!("listener TLS: {e}"),
         })?;
     }
+    // With mutual TLS, every witness call needs a client certificate whose
+    // identity is allowlisted; the CA alone only admits to the handshake (and
+    // to health checks).
+    let allowed: Option<Arc<Vec<String>>> = config
+        .tls
+        .as_ref()
+        .map(|tls| Arc::new(tls.allowed_identities.clone()));
+    let service = WitnessServer::with_interceptor(
+        WitnessGrpc::new(witness),
+        move |request: tonic::Request<()>| match &allowed {
+            None => Ok(request),
+            Some(allowed) => {
+                let certs = request.peer_certs();
+                let permitted =
+                    certs
+                        .as_ref()
+                        .and_then(|certs| certs.first())
+                        .is_some_and(|leaf| {
+                            crate::peer_identity::certificate_identities(leaf.as_ref())
+                                .iter()
+                                .any(|id| allowed.contains(id))
+                        });
+                if permitted {
+                    Ok(request)
+                } else {
+                    Err(tonic::Status::permission_denied(
+                        "the client certificate's identity is not in tls.allowed_identities",
+                    ))
+                }
+            }
+        },
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = builder
         .add_service(health_service)
-        .add_service(WitnessServer::new(WitnessGrpc::new(witness)))
+        .add_service(service)
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             let _ = stop.send(true);
         })
         .await;
-    let _ = stop.send(true);
-    // Background tasks see the stop and finish their current step (the archive
-    // flushes its queue to the spool and writes the partial manifest).
-    while tasks.join_next().await.is_some() {}
     served.map_err(|e| Error::Config {
         detail: format!("gRPC server: {e}"),
     })

@@ -198,6 +198,11 @@ fn check_origin(origin: &str) -> Result<()> {
     Ok(())
 }
 
+// The fault-injection feature builds a witness that can be told to skip its
+// own checks; it must never reach a release build.
+#[cfg(all(feature = "fault-injection", not(debug_assertions)))]
+compile_error!("the `fault-injection` feature is for debug test builds only");
+
 /// The witness service.
 pub struct Witness {
     logs: RwLock<HashMap<String, Arc<LogKeys>>>,
@@ -210,6 +215,9 @@ pub struct Witness {
     archive: Option<Arc<dyn CheckpointArchive>>,
     proofs: Option<Arc<dyn ConsistencyProofSource>>,
     metrics: Arc<WitnessMetrics>,
+    /// FAULT INJECTION (tests only): see [`Witness::without_core_checks`].
+    #[cfg(feature = "fault-injection")]
+    skip_core_checks: bool,
 }
 
 /// The vkey form of a log's keys, sorted: what the store compares.
@@ -320,7 +328,29 @@ impl Witness {
             archive,
             proofs: None,
             metrics,
+            #[cfg(feature = "fault-injection")]
+            skip_core_checks: false,
         })
+    }
+
+    /// FAULT INJECTION, for tests only (cargo feature `fault-injection`, off
+    /// by default, a compile error in release builds, reachable from no
+    /// binary): a deliberately broken core that skips its own old-size,
+    /// rollback and consistency checks and asks the signer anyway, so a test
+    /// can show that the signer's fork guard alone still refuses.
+    #[cfg(feature = "fault-injection")]
+    pub fn without_core_checks(mut self) -> Witness {
+        self.skip_core_checks = true;
+        self
+    }
+
+    /// Whether this core runs its own checks: always, except in a
+    /// [`Witness::without_core_checks`] test build.
+    fn core_checks(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return !self.skip_core_checks;
+        #[cfg(not(feature = "fault-injection"))]
+        true
     }
 
     /// Where `VerifyInclusion` fetches consistency proofs from.
@@ -529,7 +559,8 @@ impl Witness {
         };
         self.remember_shard(&log).await?;
         let checkpoint = verified.checkpoint().clone();
-        if old_size > checkpoint.size() {
+        let checked = self.core_checks();
+        if checked && old_size > checkpoint.size() {
             return Err(Error::OldSizeAboveSize {
                 old_size,
                 size: checkpoint.size(),
@@ -538,13 +569,13 @@ impl Witness {
         let state = self.store.state(&log.origin).await?;
         let stored = state.as_ref().map(|s| s.tree);
         let stored_size = stored.map_or(0, |t| t.size);
-        if old_size != stored_size {
+        if checked && old_size != stored_size {
             return Err(Error::OldSizeMismatch {
                 old_size,
                 stored_size,
             });
         }
-        if let Err(error) = check_consistency(stored, &checkpoint, &proof) {
+        if checked && let Err(error) = check_consistency(stored, &checkpoint, &proof) {
             self.keep_evidence(&log.origin, &note, stored, &error).await;
             return Err(error);
         }

@@ -6,6 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+mod evidence;
+mod healthcheck;
+mod mirror;
 mod quickstart;
 mod serve;
 mod verify;
@@ -32,6 +35,16 @@ enum Command {
     /// Run the whole stack locally (signer, witness, gateway and a built-in
     /// log) over mutual TLS, with generated development keys and certificates.
     Quickstart(quickstart::QuickstartCommand),
+    /// Pack and verify signed CAR mirrors of a log, for air-gapped witnessing.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
+    /// Exit 0 when the witness service of a configuration accepts connections
+    /// (the container image's HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckCommand),
+    /// Sign the evidence bundle's in-toto attestations through the signer's
+    /// manifest key (deploy/evidence.sh).
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +54,8 @@ fn main() -> ExitCode {
         Command::Verify(command) => verify::run(command),
         Command::Serve(command) => serve::run(command),
         Command::Quickstart(command) => quickstart::run(command),
+        Command::Mirror(command) => mirror::run(command),
+        Command::Healthcheck(command) => healthcheck::run(command),
+        Command::Evidence(command) => evidence::run(command),
     }
 }

@@ -27,6 +27,27 @@ pub enum VerifyCommand {
     Bundle(BundleArgs),
     /// Verify that one checkpoint's tree is a prefix of another's.
     Consistency(ConsistencyArgs),
+    /// Verify a DSSE envelope holding an in-toto Statement v1 (the evidence
+    /// bundle's attestations, the archive's manifests) with a PEM public key.
+    Dsse(DsseArgs),
+}
+
+#[derive(Args)]
+pub struct DsseArgs {
+    /// The signer's public key: PEM (ECDSA P-256 or Ed25519).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Require this predicate type (e.g. https://slsa.dev/provenance/v1).
+    #[arg(long = "type", value_name = "URI")]
+    predicate_type: Option<String>,
+    /// Require that this file's SHA-256 is one of the statement's subjects.
+    #[arg(long, value_name = "FILE")]
+    subject: Option<PathBuf>,
+    /// Print a machine-readable verdict on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The DSSE envelope (JSON).
+    envelope: PathBuf,
 }
 
 #[derive(Args)]
@@ -316,7 +337,83 @@ pub fn run(command: VerifyCommand) -> ExitCode {
             })
         }
         VerifyCommand::Bundle(args) => bundles(&args),
+        VerifyCommand::Dsse(args) => finish(args.json, dsse(&args), |d| {
+            format!(
+                "valid: {} statement over {} subject(s) signed by key {}",
+                d["predicate_type"].as_str().unwrap_or_default(),
+                d["subjects"].as_array().map_or(0, Vec::len),
+                d["key_id"].as_str().unwrap_or_default()
+            )
+        }),
     }
+}
+
+fn dsse(args: &DsseArgs) -> Result<Value, Failure> {
+    use sha2::{Digest as _, Sha256};
+    use witness_core::service::archive::{ManifestVerifier, STATEMENT_TYPE, verify_envelope};
+    let key_bytes = read(&args.key)?;
+    let envelope = read(&args.envelope)?;
+    let subject_sha256 = match &args.subject {
+        Some(path) => Some(hex::encode(Sha256::digest(read(path)?))),
+        None => None,
+    };
+    let pem = std::str::from_utf8(&key_bytes).map_err(|_| Failure::Invalid {
+        check: "malformed_key",
+        message: format!("{} is not UTF-8", args.key.display()),
+    })?;
+    let key = ManifestVerifier::from_pem(pem)?;
+    let payload = verify_envelope(&envelope, &key)?;
+    let not_statement = |message: String| Failure::Invalid {
+        check: "not_an_in_toto_statement",
+        message,
+    };
+    let statement: Value =
+        serde_json::from_slice(&payload).map_err(|e| not_statement(e.to_string()))?;
+    if statement["_type"] != STATEMENT_TYPE {
+        return Err(not_statement(format!(
+            "_type {} is not {STATEMENT_TYPE}",
+            statement["_type"]
+        )));
+    }
+    let Some(predicate_type) = statement["predicateType"].as_str() else {
+        return Err(not_statement("no predicateType".into()));
+    };
+    let subjects: Vec<Value> = statement["subject"]
+        .as_array()
+        .map(|subjects| {
+            subjects
+                .iter()
+                .map(|s| json!({"name": s["name"], "sha256": s["digest"]["sha256"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    if subjects.is_empty() {
+        return Err(not_statement("no subject".into()));
+    }
+    if let Some(wanted) = &args.predicate_type
+        && wanted != predicate_type
+    {
+        return Err(Failure::Invalid {
+            check: "predicate_type_mismatch",
+            message: format!("predicate type {predicate_type:?} is not {wanted:?}"),
+        });
+    }
+    if let Some(sha256) = &subject_sha256
+        && !subjects.iter().any(|s| s["sha256"] == sha256.as_str())
+    {
+        return Err(Failure::Invalid {
+            check: "subject_mismatch",
+            message: format!(
+                "sha256 {sha256} of {} is not a subject of the statement",
+                args.subject.as_deref().unwrap_or(Path::new("")).display()
+            ),
+        });
+    }
+    Ok(json!({
+        "key_id": key.key_id(),
+        "predicate_type": predicate_type,
+        "subjects": subjects,
+    }))
 }
 
 fn checkpoint(args: &CheckpointArgs) -> Result<Value, Failure> {

@@ -157,14 +157,13 @@ fn is_loopback_http(endpoint: &str) -> bool {
 }
 
 fn read_secret(path: &FsPath) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::MetadataExt as _;
     let metadata = std::fs::metadata(path)
         .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
-    if metadata.permissions().mode() & 0o077 != 0 {
-        return Err(config_error(format!(
-            "{} is readable by others than its owner",
-            path.display()
-        )));
+    if let Some(problem) =
+        crate::secret_file::secret_file_mode_problem(metadata.mode(), metadata.uid())
+    {
+        return Err(config_error(format!("{}: {problem}", path.display())));
     }
     let secret = std::fs::read_to_string(path)
         .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;

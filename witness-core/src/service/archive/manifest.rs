@@ -228,27 +228,7 @@ impl ManifestVerifier {
 /// `key` is required. The statement must be this archive's predicate, with
 /// well-formed digests, each object listed once and a count that matches.
 pub fn verify_manifest(envelope: &[u8], key: &ManifestVerifier) -> Result<VerifiedManifest> {
-    let parsed = parse_envelope(envelope)?;
-    if parsed.payload_type != PAYLOAD_TYPE {
-        return Err(malformed(format!(
-            "payload type {:?} is not {PAYLOAD_TYPE}",
-            parsed.payload_type
-        )));
-    }
-    let payload = BASE64
-        .decode(&parsed.payload)
-        .map_err(|_| malformed("payload is not base64"))?;
-    let message = pae(&parsed.payload_type, &payload);
-    let signed = parsed
-        .signatures
-        .iter()
-        .filter(|s| s.keyid.is_empty() || s.keyid == key.key_id)
-        .filter_map(|s| BASE64.decode(&s.sig).ok())
-        .any(|signature| key.verifies(&message, &signature));
-    if !signed {
-        return Err(Error::NoTrustedSignature);
-    }
-
+    let payload = verify_envelope(envelope, key)?;
     let not_ours = |detail: String| Error::MalformedJson {
         what: "archive manifest",
         detail,
@@ -288,6 +268,50 @@ pub fn verify_manifest(envelope: &[u8], key: &ManifestVerifier) -> Result<Verifi
         period_end: statement.predicate.period_end,
         subjects,
     })
+}
+
+/// Verifies a DSSE envelope of payload type [`PAYLOAD_TYPE`] against `key` and
+/// returns its payload. Signatures naming another key ID are skipped; one valid
+/// signature by `key` is required.
+pub fn verify_envelope(envelope: &[u8], key: &ManifestVerifier) -> Result<Vec<u8>> {
+    let parsed = parse_envelope(envelope)?;
+    if parsed.payload_type != PAYLOAD_TYPE {
+        return Err(malformed(format!(
+            "payload type {:?} is not {PAYLOAD_TYPE}",
+            parsed.payload_type
+        )));
+    }
+    let payload = BASE64
+        .decode(&parsed.payload)
+        .map_err(|_| malformed("payload is not base64"))?;
+    let message = pae(&parsed.payload_type, &payload);
+    let signed = parsed
+        .signatures
+        .iter()
+        .filter(|s| s.keyid.is_empty() || s.keyid == key.key_id)
+        .filter_map(|s| BASE64.decode(&s.sig).ok())
+        .any(|signature| key.verifies(&message, &signature));
+    if !signed {
+        return Err(Error::NoTrustedSignature);
+    }
+    Ok(payload)
+}
+
+/// The DSSE envelope JSON the signer returns, for a signature made here (a
+/// mirror producer's file key).
+pub(crate) fn envelope(
+    payload_type: &str,
+    payload: &[u8],
+    key_id: &str,
+    signature: &[u8],
+) -> Vec<u8> {
+    serde_json::json!({
+        "payload": BASE64.encode(payload),
+        "payloadType": payload_type,
+        "signatures": [{"keyid": key_id, "sig": BASE64.encode(signature)}],
+    })
+    .to_string()
+    .into_bytes()
 }
 
 #[cfg(test)]

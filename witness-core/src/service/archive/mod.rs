@@ -85,10 +85,12 @@ use crate::{Error, Result};
 pub use config::ArchiveConfig;
 pub use layout::{ArchivedCheckpoint, CHECKPOINTS_DIR, MANIFESTS_DIR, origin_segment};
 pub use manifest::{
-    MAX_MANIFEST_SUBJECTS, ManifestSubject, ManifestVerifier, PAYLOAD_TYPE, PREDICATE_TYPE,
-    STATEMENT_TYPE, VerifiedManifest, verify_manifest,
+    MAX_ENVELOPE_SIZE, MAX_MANIFEST_SUBJECTS, ManifestSubject, ManifestVerifier, PAYLOAD_TYPE,
+    PREDICATE_TYPE, STATEMENT_TYPE, VerifiedManifest, verify_envelope, verify_manifest,
 };
 
+pub(crate) use manifest::envelope as dsse_envelope;
+pub(crate) use manifest::statement as manifest_statement;
 use spool::Spool;
 use uploader::{Backoff, Uploader, UploaderSettings, unix_now};
 

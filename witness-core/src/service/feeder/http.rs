@@ -20,7 +20,7 @@ const MAX_REDIRECTS: usize = 5;
 
 /// What is being fetched; sets the size cap and the metrics label.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Resource {
+pub(crate) enum Resource {
     /// A tlog-tiles checkpoint note.
     Checkpoint,
     /// Rekor v1 `GET /api/v1/log` (every shard's signed tree head).
@@ -62,14 +62,14 @@ impl Resource {
 }
 
 /// A shared HTTP client that counts every request in the metrics.
-pub(super) struct HttpFetcher {
+pub(crate) struct HttpFetcher {
     client: reqwest::Client,
     metrics: Arc<WitnessMetrics>,
 }
 
 impl HttpFetcher {
     /// A client whose requests each end within `timeout`, body included.
-    pub(super) fn new(
+    pub(crate) fn new(
         timeout: Duration,
         user_agent: &str,
         metrics: Arc<WitnessMetrics>,
@@ -90,7 +90,7 @@ impl HttpFetcher {
     }
 
     /// GETs `url`; any status other than 2xx is an error.
-    pub(super) async fn get(&self, log: &str, url: Url, resource: Resource) -> Result<Vec<u8>> {
+    pub(crate) async fn get(&self, log: &str, url: Url, resource: Resource) -> Result<Vec<u8>> {
         let display = url.to_string();
         self.get_if_found(log, url, resource)
             .await?
@@ -102,7 +102,7 @@ impl HttpFetcher {
 
     /// GETs `url`; `Ok(None)` on 404 Not Found, for resources a log may delete
     /// (partial tiles once the full tile exists).
-    pub(super) async fn get_if_found(
+    pub(crate) async fn get_if_found(
         &self,
         log: &str,
         url: Url,

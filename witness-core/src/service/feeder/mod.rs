@@ -28,11 +28,11 @@
 //! [`run_feeder`] polls one log until shutdown, with jitter and exponential
 //! backoff; [`Feeder::poll_once`] is one poll, for tests and tools.
 
-mod http;
+pub(crate) mod http;
 mod poll;
 mod proofs;
 mod rekor_v1;
-mod tiles;
+pub(crate) mod tiles;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +111,7 @@ impl LogUrl {
     }
 
     /// A resource below the base: `path` is relative, without a leading `/`.
-    fn join(&self, path: &str) -> Result<reqwest::Url> {
+    pub(crate) fn join(&self, path: &str) -> Result<reqwest::Url> {
         self.0.join(path).map_err(|e| Error::Config {
             detail: format!("cannot join {path:?} to {}: {e}", self.0),
         })

@@ -421,7 +421,7 @@ impl TileCache {
 
 /// Fetches one tile; the full tile stands in for a partial one the log
 /// deleted, as tlog-tiles allows. Returns the tile actually fetched.
-pub(super) async fn fetch_tile(
+pub(crate) async fn fetch_tile(
     http: &HttpFetcher,
     name: &str,
     base: &LogUrl,

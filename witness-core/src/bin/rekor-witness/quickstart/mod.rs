@@ -24,7 +24,6 @@
 //! logs/       each service's output
 //! ```
 
-mod material;
 mod tiles_log;
 
 use std::future::IntoFuture as _;
@@ -38,8 +37,8 @@ use clap::Args;
 use tokio::process::{Child, Command};
 use witness_core::note::{SignatureType, VerifierKey};
 
-use material::{GATEWAY_IDENTITY, Material, WITNESS_IDENTITY};
 use tiles_log::TilesLog;
+use witness_core::service::dev_stack::{DATA_SUBDIRS, Material, StackAddrs, write_configs};
 
 /// The witness name in cosignature lines.
 const WITNESS_NAME: &str = "localhost/rekor-witness-quickstart";
@@ -97,15 +96,7 @@ async fn quickstart(command: QuickstartCommand) -> Result<(), String> {
         .map_err(|e| format!("creating {}: {e}", command.data_dir.display()))?;
     let dir = std::fs::canonicalize(&command.data_dir)
         .map_err(|e| format!("{}: {e}", command.data_dir.display()))?;
-    for sub in [
-        "config",
-        "signer",
-        "witness",
-        "archive",
-        "archive-spool",
-        "log",
-        "logs",
-    ] {
+    for sub in DATA_SUBDIRS.iter().chain(&["log"]) {
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| format!("creating {}: {e}", dir.join(sub).display()))?;
     }
@@ -139,11 +130,17 @@ async fn quickstart(command: QuickstartCommand) -> Result<(), String> {
     let configs = write_configs(
         &dir,
         &material,
-        signer_addr,
-        witness_addr,
-        command.listen,
-        log_addr,
-        &log.vkey(),
+        &StackAddrs {
+            signer: signer_addr,
+            witness: witness_addr,
+            gateway: command.listen,
+        },
+        WITNESS_NAME,
+        // The built-in log is polled every second, so its growth is cosigned at once.
+        &format!(
+            "poll_interval = \"1s\"\n\n[[log]]\nkey = \"{vkey}\"\nfeed = \"tiles\"\nurl = \"http://{log_addr}/\"\n",
+            vkey = log.vkey()
+        ),
     )?;
 
     let mut services: Vec<Service> = Vec::new();
@@ -391,142 +388,4 @@ impl Binaries {
         }
         Ok(binaries)
     }
-}
-
-/// The three configuration files.
-struct Configs {
-    signer: PathBuf,
-    witness: PathBuf,
-    gateway: PathBuf,
-}
-
-fn write_configs(
-    dir: &Path,
-    material: &Material,
-    signer_addr: SocketAddr,
-    witness_addr: SocketAddr,
-    gateway_addr: SocketAddr,
-    log_addr: SocketAddr,
-    log_vkey: &str,
-) -> Result<Configs, String> {
-    let p = |path: &Path| toml_string(&path.display().to_string());
-    let signer = format!(
-        r#"# Written by `rekor-witness quickstart` on every run.
-listen = "{signer_addr}"
-state_path = {state}
-audit_log = {audit}
-
-[tls]
-cert = {cert}
-key = {key}
-client_ca = {ca}
-allowed_identities = ["uri:{WITNESS_IDENTITY}"]
-# The gateway reads the signer's metrics and public keys, and can sign nothing.
-observer_identities = ["uri:{GATEWAY_IDENTITY}"]
-
-[cosigner]
-name = "{WITNESS_NAME}"
-ed25519 = {{ backend = "file", path = {cosigning} }}
-
-[manifest]
-key = {{ backend = "file", path = {manifest} }}
-algorithm = "ecdsa-p256"
-"#,
-        state = p(&dir.join("signer/fork-guard.db")),
-        audit = p(&dir.join("signer/audit.jsonl")),
-        cert = p(&material.signer_cert),
-        key = p(&material.signer_key),
-        ca = p(&material.ca),
-        cosigning = p(&material.cosigning_key),
-        manifest = p(&material.manifest_key),
-    );
-    let witness = format!(
-        r#"# Written by `rekor-witness quickstart` on every run.
-listen = "{witness_addr}"
-state = {state}
-# The built-in log is polled every second, so its growth is cosigned at once.
-poll_interval = "1s"
-
-[tls]
-cert = {cert}
-key = {key}
-client_ca = {ca}
-
-[signer]
-endpoint = "https://{signer_addr}"
-server_name = "localhost"
-ca = {ca}
-client_cert = {client_cert}
-client_key = {client_key}
-
-[archive]
-url = {archive}
-spool_dir = {spool}
-period = "10m"
-
-[[log]]
-key = "{log_vkey}"
-feed = "tiles"
-url = "http://{log_addr}/"
-"#,
-        state = p(&dir.join("witness/state.db")),
-        cert = p(&material.witness_server_cert),
-        key = p(&material.witness_server_key),
-        ca = p(&material.ca),
-        client_cert = p(&material.witness_client_cert),
-        client_key = p(&material.witness_client_key),
-        archive = p(&dir.join("archive")),
-        spool = p(&dir.join("archive-spool")),
-    );
-    let gateway = format!(
-        r#"# Written by `rekor-witness quickstart` on every run.
-listen = "{gateway_addr}"
-
-[witness]
-endpoint = "https://{witness_addr}"
-server_name = "localhost"
-ca = {ca}
-client_cert = {client_cert}
-client_key = {client_key}
-
-# Metrics and readiness only.
-[signer]
-endpoint = "https://{signer_addr}"
-server_name = "localhost"
-ca = {ca}
-client_cert = {client_cert}
-client_key = {client_key}
-"#,
-        ca = p(&material.ca),
-        client_cert = p(&material.gateway_client_cert),
-        client_key = p(&material.gateway_client_key),
-    );
-    let configs = Configs {
-        signer: dir.join("config/signer.toml"),
-        witness: dir.join("config/witness.toml"),
-        gateway: dir.join("config/gateway.toml"),
-    };
-    for (path, text) in [
-        (&configs.signer, signer),
-        (&configs.witness, witness),
-        (&configs.gateway, gateway),
-    ] {
-        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    Ok(configs)
-}
-
-/// A TOML basic string.
-fn toml_string(text: &str) -> String {
-    let mut quoted = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            c if c.is_control() => quoted.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
 }

@@ -1,4 +1,4 @@
-//! Everything the quickstart generates once and reuses on later runs: a
+//! Everything a development stack generates once and reuses on later runs: a
 //! development CA with the certificates of the three services, and the file
 //! keys (the witness's cosigning key, the archive's manifest key, the built-in
 //! log's key). Private keys are written owner-readable only.
@@ -91,10 +91,9 @@ impl Material {
         let rcgen_error = |e: rcgen::Error| format!("generating the development PKI: {e}");
         let mut params = CertificateParams::new(Vec::new()).map_err(rcgen_error)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.distinguished_name.push(
-            DnType::CommonName,
-            "rekor-witness quickstart development CA",
-        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "rekor-witness development CA");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(rcgen_error)?;
         let ca_cert = params.self_signed(&ca_key).map_err(rcgen_error)?;
@@ -148,7 +147,7 @@ impl Material {
             params.distinguished_name = rcgen::DistinguishedName::new();
             params.distinguished_name.push(
                 DnType::CommonName,
-                format!("rekor-witness quickstart {name}"),
+                format!("rekor-witness development {name}"),
             );
             params.subject_alt_names = sans;
             params.use_authority_key_identifier_extension = true;

@@ -1,0 +1,1336 @@
+//! End-to-end load benchmark of c2sp.org/tlog-witness `add-checkpoint`, run
+//! in one invocation against our stack (signer-svc, `rekor-witness serve` and
+//! `rekor-witness-gateway` as three processes over mutual TLS, SQLite state
+//! with durable writes) and against the real peers litewitness and omniwitness
+//! (Go programs from `scripts/go-peers`, SQLite with durable writes too), with
+//! the same logs and the same request bodies for all three.
+//!
+//! `cargo build --release --bin signer-svc --bin rekor-witness --bin rekor-witness-gateway`
+//! then `cargo bench -p integration --bench witness_load_e2e`; environment:
+//!   LOADGEN_LOGS                 logs of workload (a) (default 40000)
+//!   LOADGEN_ROUNDS               growth rounds of (a) after the first checkpoint (default 1)
+//!   LOADGEN_CONCURRENCY          connections in flight in (a) (default 64)
+//!   LOADGEN_RATE                 fixed arrival rate of (a) in requests/s; 0 = as fast as possible (default 0)
+//!   LOADGEN_HOT_CLIENTS_PER_LOG  clients per hot log in (b) (default 4; 10 hot logs)
+//!   LOADGEN_HOT_SECONDS          duration of (b) (default 10)
+//!   LOADGEN_TARGETS              comma-separated subset of ours,litewitness,omniwitness (default all)
+//!   LOADGEN_PAUSE_BEFORE_A       seconds to sleep before (a) against ours, printing the pids (for `perf record -p`)
+//!
+//! Workloads: (a) every log updated in turn (a first checkpoint each, `old 0`,
+//! then LOADGEN_ROUNDS rounds growing each log by one leaf with a consistency
+//! proof); (b) 10 hot logs, each pushed by several clients at once (the
+//! clients of a log share its latest size; when two send the same update one
+//! wins and the other gets the protocol's 409, counted apart from errors);
+//! (c) restart with every log in state: time until ready (`/readyz` for ours,
+//! the first cosigned `add-checkpoint` for every target).
+//!
+//! Everything that needs signing or hashing on the client side is done before
+//! the clock starts. The load generator runs on the same machine as the
+//! servers, so its own CPU (reported) competes with theirs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ed25519_dalek::Signer as _;
+use integration::peers::{Litewitness, Omniwitness};
+use integration::stack::{Service, Stack};
+use witness_core::checkpoint::Checkpoint;
+use witness_core::merkle::{Hash, SubtreeHashSource, leaf_hash, node_hash, prove_consistency};
+use witness_core::note::{
+    Note, NoteSignature, SignatureType, VerifierKey, parse_note, verify_note,
+};
+use witness_core::witness_api::{AddCheckpointRequest, serialize_add_checkpoint_body};
+
+type Res<T> = Result<T, String>;
+
+const HOT_LOGS: usize = 10;
+/// Steps precomputed per hot log: more than (b) can use in its time.
+const HOT_STEPS_PER_SECOND: u64 = 600;
+/// Extra growth steps of log 0 kept for the restart probes.
+const PROBE_STEPS: u64 = 4;
+/// Pause before retrying a 429 or 503 in (a).
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+/// Attempts per request in (a), the last one's answer counted whatever it is.
+const MAX_ATTEMPTS: usize = 200;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Settings {
+    logs: usize,
+    rounds: u64,
+    concurrency: usize,
+    rate: u64,
+    hot_clients_per_log: usize,
+    hot_seconds: u64,
+    targets: Vec<String>,
+    pause_before_a: u64,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            logs: env_u64("LOADGEN_LOGS", 40_000) as usize,
+            rounds: env_u64("LOADGEN_ROUNDS", 1),
+            concurrency: env_u64("LOADGEN_CONCURRENCY", 64).max(1) as usize,
+            rate: env_u64("LOADGEN_RATE", 0),
+            hot_clients_per_log: env_u64("LOADGEN_HOT_CLIENTS_PER_LOG", 4).max(1) as usize,
+            hot_seconds: env_u64("LOADGEN_HOT_SECONDS", 10).max(1),
+            targets: std::env::var("LOADGEN_TARGETS")
+                .unwrap_or_else(|_| "ours,litewitness,omniwitness".to_owned())
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            pause_before_a: env_u64("LOADGEN_PAUSE_BEFORE_A", 0),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logs and their precomputed requests.
+
+/// Every complete subtree hash of a tree, level by level, so proofs and roots
+/// cost O(log n) lookups (witness_core's `LeafHashes` rehashes the leaves).
+#[derive(Default)]
+struct FullTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl FullTree {
+    fn push(&mut self, leaf: Hash) {
+        let mut level = 0;
+        let mut node = leaf;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level].push(node);
+            let row = &self.levels[level];
+            if row.len() % 2 == 1 {
+                return;
+            }
+            node = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
+            level += 1;
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    fn root(&mut self, size: u64) -> Res<Hash> {
+        witness_core::merkle::tree_root(self, size).map_err(|e| format!("root: {e}"))
+    }
+}
+
+impl SubtreeHashSource for FullTree {
+    fn subtree_hash(&mut self, level: u8, index: u64) -> witness_core::Result<Hash> {
+        self.levels
+            .get(usize::from(level))
+            .and_then(|row| row.get(index as usize))
+            .copied()
+            .ok_or(witness_core::Error::ProofUnavailable {
+                reason: "subtree is beyond the available leaves",
+            })
+    }
+}
+
+/// A log of the benchmark: its own Ed25519 key and its tree.
+struct BenchLog {
+    origin: String,
+    signing: ed25519_dalek::SigningKey,
+    verifier: VerifierKey,
+    tree: FullTree,
+}
+
+impl BenchLog {
+    fn new(origin: String, index: u64) -> Res<BenchLog> {
+        // Distinct keys per log, without a key generation from the OS each.
+        let mut seed = [0x5au8; 32];
+        seed[..8].copy_from_slice(&index.to_le_bytes());
+        seed[8] = origin.len() as u8;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let verifier = VerifierKey::from_material(
+            &origin,
+            SignatureType::Ed25519,
+            signing.verifying_key().as_bytes(),
+        )
+        .map_err(|e| format!("log key: {e}"))?;
+        Ok(BenchLog {
+            origin,
+            signing,
+            verifier,
+            tree: FullTree::default(),
+        })
+    }
+
+    fn vkey(&self) -> String {
+        self.verifier.to_vkey()
+    }
+
+    /// The signed checkpoint note at `size`.
+    fn signed(&mut self, size: u64) -> Res<Vec<u8>> {
+        let root = self.tree.root(size)?;
+        let text = Checkpoint::new(&self.origin, size, root, Vec::new())
+            .map_err(|e| format!("checkpoint: {e}"))?
+            .to_text();
+        let signature = self.signing.sign(text.as_bytes()).to_bytes().to_vec();
+        let line = NoteSignature::new(self.verifier.name(), self.verifier.key_id(), signature)
+            .map_err(|e| format!("signature line: {e}"))?;
+        Ok(Note::new(&text, vec![line])
+            .map_err(|e| format!("note: {e}"))?
+            .to_bytes())
+    }
+
+    /// Grows the tree by one leaf; the `add-checkpoint` body from the previous
+    /// size (with its consistency proof; `old 0` and none for the first).
+    fn grow_step(&mut self) -> Res<Bytes> {
+        let old = self.tree.size();
+        self.tree
+            .push(leaf_hash(format!("{}/{old}", self.origin).as_bytes()));
+        let new = old + 1;
+        let consistency_proof = if old == 0 {
+            Vec::new()
+        } else {
+            prove_consistency(&mut self.tree, old, new).map_err(|e| format!("proof: {e}"))?
+        };
+        let checkpoint = self.signed(new)?;
+        Ok(Bytes::from(serialize_add_checkpoint_body(
+            &AddCheckpointRequest {
+                old_size: old,
+                consistency_proof,
+                checkpoint,
+            },
+        )))
+    }
+}
+
+/// The requests of every workload, shared by all targets.
+struct Workload {
+    /// (origin, vkey) of every log (the N logs, then the hot ones).
+    registry: Vec<(String, String)>,
+    /// rounds[r][i]: log i's step from size r to r + 1.
+    rounds: Vec<Vec<Bytes>>,
+    /// hot[h][s]: hot log h's step from size s to s + 1.
+    hot: Vec<Vec<Bytes>>,
+    /// Log 0's next steps after (a), for the restart probes.
+    probes: Vec<Bytes>,
+    /// Log 0's key, to check a cosigned response.
+    log0: VerifierKey,
+}
+
+fn build_workload(settings: &Settings) -> Res<Workload> {
+    let mut logs: Vec<BenchLog> = (0..settings.logs)
+        .map(|i| BenchLog::new(format!("bench.example/log{i}"), i as u64))
+        .collect::<Res<_>>()?;
+    let mut hot_logs: Vec<BenchLog> = (0..HOT_LOGS)
+        .map(|i| BenchLog::new(format!("bench.example/hot{i}"), 1_000_000 + i as u64))
+        .collect::<Res<_>>()?;
+    let mut rounds = Vec::new();
+    for _ in 0..=settings.rounds {
+        rounds.push(
+            logs.iter_mut()
+                .map(BenchLog::grow_step)
+                .collect::<Res<Vec<_>>>()?,
+        );
+    }
+    let mut probes = Vec::new();
+    if let Some(log0) = logs.first_mut() {
+        for _ in 0..PROBE_STEPS {
+            probes.push(log0.grow_step()?);
+        }
+    }
+    let hot_steps = HOT_STEPS_PER_SECOND * settings.hot_seconds;
+    let hot = hot_logs
+        .iter_mut()
+        .map(|log| {
+            (0..hot_steps)
+                .map(|_| log.grow_step())
+                .collect::<Res<Vec<_>>>()
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let log0 = logs
+        .first()
+        .map(|l| l.verifier.clone())
+        .ok_or("LOADGEN_LOGS must be at least 1")?;
+    let registry = logs
+        .iter()
+        .chain(hot_logs.iter())
+        .map(|l| (l.origin.clone(), l.vkey()))
+        .collect();
+    Ok(Workload {
+        registry,
+        rounds,
+        hot,
+        probes,
+        log0,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Server processes: CPU and memory from /proc.
+
+/// A child process of this benchmark, by the base name of its program.
+#[derive(Clone, Debug)]
+struct ProcSample {
+    name: String,
+    pid: u32,
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+}
+
+fn proc_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after `)`.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+fn proc_status_kib(pid: &str, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn proc_ppid(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// This process's direct children (our services or a peer and its agent).
+fn children() -> Vec<ProcSample> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid_number) = pid.parse::<u32>() else {
+            continue;
+        };
+        if proc_ppid(&pid) != Some(me) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let name = Path::new(&*String::from_utf8_lossy(argv0))
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        found.push(ProcSample {
+            name,
+            pid: pid_number,
+            cpu_seconds: proc_cpu_seconds(&pid).unwrap_or(0.0),
+            peak_rss_mib: proc_status_kib(&pid, "VmHWM:").unwrap_or(0.0) / 1024.0,
+        });
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+fn self_cpu_seconds() -> f64 {
+    proc_cpu_seconds("self").unwrap_or(0.0)
+}
+
+/// CPU seconds each child spent between two samples (same pid only), and its
+/// peak RSS at the second.
+fn cpu_between(before: &[ProcSample], after: &[ProcSample]) -> Vec<ProcSample> {
+    after
+        .iter()
+        .map(|a| {
+            let start = before
+                .iter()
+                .find(|b| b.pid == a.pid)
+                .map_or(0.0, |b| b.cpu_seconds);
+            ProcSample {
+                cpu_seconds: a.cpu_seconds - start,
+                ..a.clone()
+            }
+        })
+        .collect()
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Driving requests.
+
+#[derive(Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    /// Answers by status ("200", "409", "503", "connect error", ...).
+    statuses: BTreeMap<String, u64>,
+    /// The first cosigned answer: (request body, response body).
+    first_cosigned: Option<(Bytes, String)>,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        if self.first_cosigned.is_none() {
+            self.first_cosigned = other.first_cosigned;
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.statuses.get("200").copied().unwrap_or(0)
+    }
+}
+
+/// POSTs one body; the status label and the response body.
+async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> (String, String) {
+    match client.post(url).body(body).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16().to_string();
+            match response.text().await {
+                Ok(text) => (status, text),
+                Err(_) => ("body error".to_owned(), String::new()),
+            }
+        }
+        Err(e) if e.is_connect() => ("connect error".to_owned(), String::new()),
+        Err(e) if e.is_timeout() => ("timeout".to_owned(), String::new()),
+        Err(_) => ("request error".to_owned(), String::new()),
+    }
+}
+
+/// Pushback (429, 503) is retried after [`RETRY_PAUSE`], as a log would
+/// (sooner than the Retry-After it may name); each refused attempt is counted
+/// under `<status> retried`, and the latency of the answer that ends it runs
+/// from the first attempt.
+async fn post_until_answered(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Bytes,
+    outcome: &mut Outcome,
+) -> (String, String) {
+    for _ in 1..MAX_ATTEMPTS {
+        let (status, text) = post(client, url, body.clone()).await;
+        if status != "429" && status != "503" {
+            return (status, text);
+        }
+        *outcome
+            .statuses
+            .entry(format!("{status} retried"))
+            .or_default() += 1;
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+    post(client, url, body.clone()).await
+}
+
+fn record(outcome: &mut Outcome, status: String, text: String, body: &Bytes, latency: Duration) {
+    if status == "200" && outcome.first_cosigned.is_none() {
+        outcome.first_cosigned = Some((body.clone(), text));
+    }
+    *outcome.statuses.entry(status).or_default() += 1;
+    outcome.latencies.push(latency);
+}
+
+/// Sends every body of `round` with `concurrency` connections, as fast as
+/// they are answered (closed loop).
+async fn drive_closed(
+    client: &reqwest::Client,
+    url: &str,
+    round: &Arc<Vec<Bytes>>,
+    concurrency: usize,
+) -> Outcome {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, round, next) =
+            (client.clone(), url.to_owned(), round.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = round.get(i) else { break };
+                let started = Instant::now();
+                let (status, text) = post_until_answered(&client, &url, body, &mut outcome).await;
+                record(&mut outcome, status, text, body, started.elapsed());
+            }
+            outcome
+        }));
+    }
+    let mut outcome = Outcome::default();
+    for task in tasks {
+        if let Ok(part) = task.await {
+            outcome.merge(part);
+        }
+    }
+    outcome
+}
+
+/// Sends every body of `round` at `rate` per second (open loop; latency from
+/// each request's scheduled time, so a stalled server is not hidden), with at
+/// most `max_in_flight` outstanding.
+async fn drive_open(
+    client: &reqwest::Client,
+    url: &str,
+    round: &Arc<Vec<Bytes>>,
+    rate: u64,
+    max_in_flight: usize,
+) -> Outcome {
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tasks = Vec::with_capacity(round.len());
+    for (i, body) in round.iter().enumerate() {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            let (status, text) = post_until_answered(&client, &url, &body, &mut outcome).await;
+            drop(permit);
+            record(&mut outcome, status, text, &body, scheduled.elapsed());
+            outcome
+        }));
+    }
+    let mut outcome = Outcome::default();
+    for task in tasks {
+        if let Ok(part) = task.await {
+            outcome.merge(part);
+        }
+    }
+    outcome
+}
+
+/// Workload (b): each hot log pushed by `clients_per_log` clients sharing its
+/// latest size, for `seconds`.
+async fn drive_hot(
+    client: &reqwest::Client,
+    url: &str,
+    hot: &[Arc<Vec<Bytes>>],
+    clients_per_log: usize,
+    seconds: u64,
+) -> Outcome {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for steps in hot {
+        let size = Arc::new(AtomicU64::new(0));
+        for _ in 0..clients_per_log {
+            let (client, url, steps, size, stop) = (
+                client.clone(),
+                url.to_owned(),
+                steps.clone(),
+                size.clone(),
+                stop.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let current = size.load(Ordering::Relaxed);
+                    let Some(body) = steps.get(current as usize) else {
+                        break;
+                    };
+                    let started = Instant::now();
+                    let (status, text) = post(&client, &url, body.clone()).await;
+                    let latency = started.elapsed();
+                    match status.as_str() {
+                        "200" => {
+                            size.fetch_max(current + 1, Ordering::Relaxed);
+                        }
+                        // The witness is ahead: its size is the body.
+                        "409" => {
+                            if let Ok(witness_size) = text.trim().parse::<u64>() {
+                                size.fetch_max(witness_size, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {}
+                    }
+                    record(&mut outcome, status, text, body, latency);
+                }
+                outcome
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut outcome = Outcome::default();
+    for task in tasks {
+        if let Ok(part) = task.await {
+            outcome.merge(part);
+        }
+    }
+    outcome
+}
+
+/// Checks that a 200 answer carries a cosignature by `witness_vkey` on the
+/// submitted checkpoint.
+fn check_cosigned(first: &Option<(Bytes, String)>, witness_vkey: &str) -> Res<()> {
+    let (body, response) = first.as_ref().ok_or("no request was cosigned")?;
+    let text = String::from_utf8_lossy(body);
+    let note = text
+        .split_once("\n\n")
+        .map(|(_, note)| note)
+        .ok_or("request body has no checkpoint")?;
+    let witness =
+        VerifierKey::parse_vkey(witness_vkey).map_err(|e| format!("witness vkey: {e}"))?;
+    let cosigned = parse_note(format!("{note}{response}").as_bytes())
+        .map_err(|e| format!("cosigned note: {e}; response {response:?}"))?;
+    let verified = verify_note(cosigned, &[witness]).map_err(|e| {
+        format!("the cosignature does not verify with {witness_vkey}: {e}; response {response:?}")
+    })?;
+    if verified.verified().is_empty() {
+        return Err(format!("no cosignature by {witness_vkey} in {response:?}"));
+    }
+    Ok(())
+}
+
+/// Polls until `probe` answers 200 (a readiness URL or a cosigned
+/// add-checkpoint); the time from `started`.
+async fn time_until_ok(
+    client: reqwest::Client,
+    url: String,
+    body: Option<Bytes>,
+    started: Instant,
+) -> Res<Duration> {
+    let deadline = started + Duration::from_secs(120);
+    loop {
+        let status = match &body {
+            Some(body) => post(&client, &url, body.clone()).await.0,
+            None => match client.get(&url).send().await {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_owned(),
+            },
+        };
+        if status == "200" {
+            return Ok(started.elapsed());
+        }
+        if status == "409" {
+            return Err(format!("restart probe {url}: 409 (probe already applied?)"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} not ready within 120 s (last: {status})"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Targets.
+
+// One value per target for the whole run; boxing would only add a hop.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Ours(Stack),
+    Litewitness(Litewitness, PathBuf),
+    Omniwitness(Omniwitness, PathBuf),
+}
+
+impl Target {
+    fn base_url(&self) -> String {
+        match self {
+            Target::Ours(stack) => stack.gateway_url(),
+            Target::Litewitness(lw, _) => lw.base_url(),
+            Target::Omniwitness(ow, _) => ow.base_url(),
+        }
+    }
+
+    fn vkey(&self) -> String {
+        match self {
+            Target::Ours(stack) => stack.witness_vkey().to_owned(),
+            Target::Litewitness(lw, _) => lw.vkey().to_owned(),
+            Target::Omniwitness(ow, _) => ow.vkey().to_owned(),
+        }
+    }
+
+    /// Bytes on disk of the durable state.
+    fn state_size(&self) -> u64 {
+        match self {
+            Target::Ours(stack) => ["witness", "signer", "archive", "archive-spool"]
+                .iter()
+                .map(|d| dir_size(&stack.dir().join(d)))
+                .sum(),
+            Target::Litewitness(_, dir) | Target::Omniwitness(_, dir) => std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().contains(".db"))
+                        .map(|e| dir_size(&e.path()))
+                        .sum()
+                })
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Gateway limits high enough that the benchmark measures the witness, not
+/// the rate limiter (the defaults allow 50 submissions/s).
+const GATEWAY_BENCH_LIMITS: &str = "
+[limits]
+max_connections = 4096
+submission_concurrency = 4096
+[limits.submission_rate]
+per_minute = 600000000
+burst = 10000000
+[limits.per_origin_rate]
+per_minute = 600000000
+burst = 10000000
+";
+
+async fn start_ours(artifacts: &Path, registry: &[(String, String)]) -> Res<Target> {
+    let mut stack = Stack::start_in(&artifacts.join("ours"), "").await?;
+    // Logs are registered as the admin API's AddLog records them (the
+    // store's `logs` table, read at start), with the witness stopped: 40,000
+    // [[log]] tables exceed the configuration's 1 MiB limit.
+    stack.stop_service(Service::Gateway).await;
+    stack.stop_service(Service::Witness).await;
+    let db = stack.dir().join("witness/state.db");
+    let started = Instant::now();
+    {
+        let sql = |e: rusqlite::Error| format!("registering logs in {}: {e}", db.display());
+        let mut connection = rusqlite::Connection::open(&db).map_err(sql)?;
+        let transaction = connection.transaction().map_err(sql)?;
+        {
+            let mut insert = transaction
+                .prepare("INSERT INTO logs (origin, verifier_keys) VALUES (?1, ?2)")
+                .map_err(sql)?;
+            for (origin, vkey) in registry {
+                let keys = serde_json::to_string(&[vkey]).map_err(|e| e.to_string())?;
+                insert.execute((origin, keys)).map_err(sql)?;
+            }
+        }
+        transaction.commit().map_err(sql)?;
+    }
+    let gateway_config = stack.dir().join("config/gateway.toml");
+    let mut text = std::fs::read_to_string(&gateway_config).map_err(|e| e.to_string())?;
+    text.push_str(GATEWAY_BENCH_LIMITS);
+    std::fs::write(&gateway_config, text).map_err(|e| e.to_string())?;
+    stack.restart(Service::Witness).await?;
+    stack.restart(Service::Gateway).await?;
+    stack.wait_ready().await?;
+    println!(
+        "  ours: {} logs registered and stack restarted in {:.2} s",
+        registry.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Target::Ours(stack))
+}
+
+async fn start_litewitness(artifacts: &Path, registry: &[(String, String)]) -> Res<Target> {
+    // A short directory: the agent's socket path must fit in 107 bytes.
+    let dir = std::env::temp_dir().join(format!("loadgen-lw-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+    }
+    let lw = Litewitness::start(&dir, artifacts, "litewitness.bench").await?;
+    let started = Instant::now();
+    // The rows witnessctl add-log / add-key insert (see integration/GO-PEERS.md),
+    // in one transaction.
+    let db = dir.join("litewitness.db");
+    let sql = |e: rusqlite::Error| format!("registering logs in {}: {e}", db.display());
+    let mut connection = rusqlite::Connection::open(&db).map_err(sql)?;
+    connection
+        .busy_timeout(Duration::from_secs(10))
+        .map_err(sql)?;
+    let transaction = connection.transaction().map_err(sql)?;
+    {
+        let mut log = transaction
+            .prepare("INSERT INTO log (origin, tree_size, tree_hash) VALUES (?1, 0, ?2)")
+            .map_err(sql)?;
+        let mut key = transaction
+            .prepare("INSERT INTO key (origin, key) VALUES (?1, ?2)")
+            .map_err(sql)?;
+        let empty = witness_core::merkle::empty_root().to_base64();
+        for (origin, vkey) in registry {
+            log.execute((origin, &empty)).map_err(sql)?;
+            key.execute((origin, vkey)).map_err(sql)?;
+        }
+    }
+    transaction.commit().map_err(sql)?;
+    println!(
+        "  litewitness: {} logs registered in {:.2} s",
+        registry.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Target::Litewitness(lw, dir))
+}
+
+async fn start_omniwitness(artifacts: &Path, registry: &[(String, String)]) -> Res<Target> {
+    let dir = artifacts.join("omniwitness");
+    let mut ow = Omniwitness::start(&dir, artifacts, "omniwitness.bench").await?;
+    let started = Instant::now();
+    // Its logs.yaml, as `Omniwitness::add_log` writes it, all at once; it reads
+    // the file at start only.
+    let quote = |s: &str| serde_json::to_string(s).map_err(|e| e.to_string());
+    let mut yaml = String::from("Logs:\n");
+    for (origin, vkey) in registry {
+        yaml.push_str(&format!(
+            "  - Origin: {}\n    URL: \"http://127.0.0.1:9/unused\"\n    PublicKey: {}\n",
+            quote(origin)?,
+            quote(vkey)?
+        ));
+    }
+    std::fs::write(dir.join("logs.yaml"), yaml).map_err(|e| e.to_string())?;
+    ow.process().stop().await;
+    ow.process().restart()?;
+    let addr = ow
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| format!("omniwitness address: {e}"))?;
+    ow.process().wait_listening(addr).await?;
+    println!(
+        "  omniwitness: {} logs written to logs.yaml and restarted in {:.2} s",
+        registry.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Target::Omniwitness(ow, dir))
+}
+
+// ---------------------------------------------------------------------------
+// Results.
+
+struct Row {
+    target: String,
+    workload: String,
+    requests: usize,
+    wall: Duration,
+    outcome: Outcome,
+    processes: Vec<ProcSample>,
+    loadgen_cpu: f64,
+}
+
+impl Row {
+    fn throughput(&self) -> f64 {
+        self.outcome.ok() as f64 / self.wall.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let sorted = &self.outcome.latencies;
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index.min(sorted.len() - 1)]
+    }
+
+    fn server_cpu(&self) -> f64 {
+        self.processes.iter().map(|p| p.cpu_seconds).sum()
+    }
+
+    fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let statuses: Vec<String> = self
+            .outcome
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        let processes: Vec<String> = self
+            .processes
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:.2} s CPU, peak RSS {:.1} MiB",
+                    p.name, p.cpu_seconds, p.peak_rss_mib
+                )
+            })
+            .collect();
+        println!(
+            "  {:<12} {:<22} {:>7} req in {:>7.2} s: {:>7.0} cosigned/s  p50 {:>7.2}  p90 {:>7.2}  p99 {:>7.2}  max {:>8.2} ms  [{}]",
+            self.target,
+            self.workload,
+            self.requests,
+            self.wall.as_secs_f64(),
+            self.throughput(),
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.90)),
+            ms(self.percentile(0.99)),
+            ms(self.outcome.latencies.last().copied().unwrap_or_default()),
+            statuses.join(" "),
+        );
+        println!(
+            "  {:<12} {:<22} server CPU {:.2} s ({:.0} µs/cosignature): {}; load generator {:.2} s CPU",
+            "",
+            "",
+            self.server_cpu(),
+            self.server_cpu() / self.outcome.ok().max(1) as f64 * 1e6,
+            processes.join("; "),
+            self.loadgen_cpu,
+        );
+    }
+}
+
+struct TargetSummary {
+    name: String,
+    rows: Vec<Row>,
+    state_bytes: u64,
+    peak_rss: Vec<ProcSample>,
+    /// (what, time) of the restart measurements.
+    restarts: Vec<(String, Duration)>,
+}
+
+async fn measure<F>(target: &str, workload: &str, requests: usize, run: F) -> Row
+where
+    F: std::future::Future<Output = Outcome>,
+{
+    let before = children();
+    let self_before = self_cpu_seconds();
+    let started = Instant::now();
+    let mut outcome = run.await;
+    let wall = started.elapsed();
+    let after = children();
+    outcome.latencies.sort_unstable();
+    let row = Row {
+        target: target.to_owned(),
+        workload: workload.to_owned(),
+        requests,
+        wall,
+        outcome,
+        processes: cpu_between(&before, &after),
+        loadgen_cpu: self_cpu_seconds() - self_before,
+    };
+    row.print();
+    row
+}
+
+async fn run_target(
+    name: &str,
+    settings: &Settings,
+    workload: &Workload,
+    artifacts: &Path,
+) -> Res<TargetSummary> {
+    println!("{name}:");
+    let mut target = match name {
+        "ours" => start_ours(artifacts, &workload.registry).await?,
+        "litewitness" => start_litewitness(artifacts, &workload.registry).await?,
+        "omniwitness" => start_omniwitness(artifacts, &workload.registry).await?,
+        other => return Err(format!("unknown target {other:?}")),
+    };
+    let url = format!("{}/add-checkpoint", target.base_url());
+    let vkey = target.vkey();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let mut rows = Vec::new();
+
+    if name == "ours" && settings.pause_before_a > 0 {
+        let pids: Vec<String> = children()
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.pid))
+            .collect();
+        println!(
+            "  pausing {} s before (a): {}",
+            settings.pause_before_a,
+            pids.join(" ")
+        );
+        tokio::time::sleep(Duration::from_secs(settings.pause_before_a)).await;
+    }
+
+    // (a) every log in turn.
+    for (r, round) in workload.rounds.iter().enumerate() {
+        let round = Arc::new(round.clone());
+        let label = if r == 0 {
+            "(a) first, old 0".to_owned()
+        } else {
+            format!("(a) growth round {r}")
+        };
+        let row = if settings.rate > 0 {
+            measure(
+                name,
+                &label,
+                round.len(),
+                drive_open(&client, &url, &round, settings.rate, 4096),
+            )
+            .await
+        } else {
+            measure(
+                name,
+                &label,
+                round.len(),
+                drive_closed(&client, &url, &round, settings.concurrency),
+            )
+            .await
+        };
+        check_cosigned(&row.outcome.first_cosigned, &vkey)
+            .map_err(|e| format!("{name} {label}: {e}"))?;
+        rows.push(row);
+    }
+
+    // (b) hot logs.
+    let hot: Vec<Arc<Vec<Bytes>>> = workload.hot.iter().map(|h| Arc::new(h.clone())).collect();
+    let label = format!("(b) 10 hot x{} clients", settings.hot_clients_per_log);
+    let row = measure(
+        name,
+        &label,
+        0,
+        drive_hot(
+            &client,
+            &url,
+            &hot,
+            settings.hot_clients_per_log,
+            settings.hot_seconds,
+        ),
+    )
+    .await;
+    check_cosigned(&row.outcome.first_cosigned, &vkey)
+        .map_err(|e| format!("{name} {label}: {e}"))?;
+    rows.push(row);
+
+    let state_bytes = target.state_size();
+    let peak_rss = children();
+
+    // (c) restart with every log in state.
+    let mut restarts = Vec::new();
+    let mut probes = workload.probes.iter().cloned();
+    let mut probe = || probes.next().ok_or("out of restart probes".to_owned());
+    let fresh_client = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))
+    };
+    match &mut target {
+        Target::Ours(stack) => {
+            let readyz = format!("{}/readyz", stack.gateway_url());
+            // The witness alone (it holds the logs' state).
+            stack.stop_service(Service::Witness).await;
+            let started = Instant::now();
+            let ready = tokio::spawn(time_until_ok(
+                fresh_client()?,
+                readyz.clone(),
+                None,
+                started,
+            ));
+            let cosigned = tokio::spawn(time_until_ok(
+                fresh_client()?,
+                url.clone(),
+                Some(probe()?),
+                started,
+            ));
+            stack.restart(Service::Witness).await?;
+            let ready = ready.await.map_err(|e| e.to_string())??;
+            let cosigned = cosigned.await.map_err(|e| e.to_string())??;
+            restarts.push(("witness: /readyz".to_owned(), ready));
+            restarts.push(("witness: first cosignature".to_owned(), cosigned));
+            // All three, in order (each start waits until the previous listens,
+            // polled every 100 ms).
+            for service in [Service::Gateway, Service::Witness, Service::Signer] {
+                stack.stop_service(service).await;
+            }
+            let started = Instant::now();
+            let ready = tokio::spawn(time_until_ok(fresh_client()?, readyz, None, started));
+            let cosigned = tokio::spawn(time_until_ok(
+                fresh_client()?,
+                url.clone(),
+                Some(probe()?),
+                started,
+            ));
+            for service in Service::ALL {
+                stack.restart(service).await?;
+            }
+            let ready = ready.await.map_err(|e| e.to_string())??;
+            let cosigned = cosigned.await.map_err(|e| e.to_string())??;
+            restarts.push(("stack: /readyz".to_owned(), ready));
+            restarts.push(("stack: first cosignature".to_owned(), cosigned));
+        }
+        Target::Litewitness(lw, _) => {
+            lw.process().stop().await;
+            let started = Instant::now();
+            let cosigned = tokio::spawn(time_until_ok(
+                fresh_client()?,
+                url.clone(),
+                Some(probe()?),
+                started,
+            ));
+            lw.process().restart()?;
+            let cosigned = cosigned.await.map_err(|e| e.to_string())??;
+            restarts.push(("first cosignature".to_owned(), cosigned));
+        }
+        Target::Omniwitness(ow, _) => {
+            ow.process().stop().await;
+            let started = Instant::now();
+            let cosigned = tokio::spawn(time_until_ok(
+                fresh_client()?,
+                url.clone(),
+                Some(probe()?),
+                started,
+            ));
+            ow.process().restart()?;
+            let cosigned = cosigned.await.map_err(|e| e.to_string())??;
+            restarts.push(("first cosignature".to_owned(), cosigned));
+        }
+    }
+    for (what, time) in &restarts {
+        println!(
+            "  {name:<12} (c) restart, {what}: {:.0} ms",
+            time.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "  {name:<12} state on disk: {:.1} MiB",
+        state_bytes as f64 / (1 << 20) as f64
+    );
+
+    match target {
+        Target::Ours(stack) => {
+            stack.stop().await;
+        }
+        Target::Litewitness(mut lw, dir) => {
+            lw.process().stop().await;
+            drop(lw);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Target::Omniwitness(mut ow, _) => {
+            ow.process().stop().await;
+        }
+    }
+    Ok(TargetSummary {
+        name: name.to_owned(),
+        rows,
+        state_bytes,
+        peak_rss,
+        restarts,
+    })
+}
+
+/// The crypto-only bound on this machine: the log signature verification,
+/// the consistency proof check and the cosignature, in a loop on one core.
+fn crypto_bound(workload: &Workload) -> Res<()> {
+    let Some(body) = workload.rounds.get(1).and_then(|r| r.first()) else {
+        println!("crypto-only bound: needs LOADGEN_ROUNDS >= 1");
+        return Ok(());
+    };
+    let request = witness_core::witness_api::parse_add_checkpoint_body(body)
+        .map_err(|e| format!("parsing a request: {e}"))?;
+    let keys = [workload.log0.clone()];
+    let verified = witness_core::checkpoint::verify_checkpoint(&request.checkpoint, &keys, None)
+        .map_err(|e| format!("verify: {e}"))?;
+    let new_root = *verified.checkpoint().root_hash();
+    let old_root = {
+        let mut tree = FullTree::default();
+        tree.push(leaf_hash(b"bench.example/log0/0"));
+        tree.root(1)?
+    };
+    let cosigner = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let text = verified.checkpoint().to_text();
+    let iterations = 3000u32;
+    let time = |f: &mut dyn FnMut() -> Res<()>| -> Res<Duration> {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            f()?;
+        }
+        Ok(started.elapsed() / iterations)
+    };
+    let verify = time(&mut || {
+        witness_core::checkpoint::verify_checkpoint(&request.checkpoint, &keys, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    let consistency = time(&mut || {
+        witness_core::merkle::verify_consistency(
+            request.old_size,
+            verified.checkpoint().size(),
+            &old_root,
+            &new_root,
+            &request.consistency_proof,
+        )
+        .map_err(|e| e.to_string())
+    })?;
+    let cosign = time(&mut || {
+        let message = witness_core::cosignature::cosignature_v1_message(1_700_000_000, &text);
+        std::hint::black_box(cosigner.sign(&message));
+        Ok(())
+    })?;
+    let total = verify + consistency + cosign;
+    println!(
+        "crypto-only bound (one core): verify {:.1} µs + consistency {:.1} µs + cosign {:.1} µs = {:.1} µs: {:.0}/s per core, {:.0}/s on 2 cores",
+        verify.as_secs_f64() * 1e6,
+        consistency.as_secs_f64() * 1e6,
+        cosign.as_secs_f64() * 1e6,
+        total.as_secs_f64() * 1e6,
+        1.0 / total.as_secs_f64(),
+        2.0 / total.as_secs_f64(),
+    );
+    Ok(())
+}
+
+fn print_comparison(summaries: &[TargetSummary]) {
+    let Some(ours) = summaries.iter().find(|s| s.name == "ours") else {
+        return;
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!();
+    println!(
+        "| workload | metric | {} |",
+        summaries
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---|{}", "---|".repeat(summaries.len()));
+    for (i, row) in ours.rows.iter().enumerate() {
+        let rows: Vec<Option<&Row>> = summaries.iter().map(|s| s.rows.get(i)).collect();
+        let line = |metric: &str, f: &dyn Fn(&Row) -> String| {
+            let cells: Vec<String> = rows.iter().map(|r| r.map_or("–".to_owned(), f)).collect();
+            println!("| {} | {metric} | {} |", row.workload, cells.join(" | "));
+        };
+        line("cosigned/s", &|r| format!("{:.0}", r.throughput()));
+        line("p50 / p90 / p99 / max ms", &|r| {
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.0}",
+                ms(r.percentile(0.5)),
+                ms(r.percentile(0.9)),
+                ms(r.percentile(0.99)),
+                ms(r.outcome.latencies.last().copied().unwrap_or_default())
+            )
+        });
+        line("statuses", &|r| {
+            r.outcome
+                .statuses
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        line("server CPU µs/cosignature", &|r| {
+            format!("{:.0}", r.server_cpu() / r.outcome.ok().max(1) as f64 * 1e6)
+        });
+    }
+    let cells = |f: &dyn Fn(&TargetSummary) -> String| {
+        summaries.iter().map(f).collect::<Vec<_>>().join(" | ")
+    };
+    println!(
+        "| all | peak RSS MiB | {} |",
+        cells(&|s| s
+            .peak_rss
+            .iter()
+            .map(|p| format!("{} {:.1}", p.name, p.peak_rss_mib))
+            .collect::<Vec<_>>()
+            .join(", "))
+    );
+    println!(
+        "| all | state on disk MiB | {} |",
+        cells(&|s| format!("{:.1}", s.state_bytes as f64 / (1 << 20) as f64))
+    );
+    println!(
+        "| (c) | restart: time to ready ms | {} |",
+        cells(&|s| s
+            .restarts
+            .iter()
+            .map(|(w, d)| format!("{w} {:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", "))
+    );
+    println!();
+    for peer in summaries.iter().filter(|s| s.name != "ours") {
+        for (a, b) in ours.rows.iter().zip(&peer.rows) {
+            println!(
+                "ours/{}: {:<24} throughput x{:.2}, p99 x{:.2}, server CPU per cosignature x{:.2}",
+                peer.name,
+                a.workload,
+                a.throughput() / b.throughput().max(1e-9),
+                a.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64().max(1e-9),
+                (a.server_cpu() / a.outcome.ok().max(1) as f64)
+                    / (b.server_cpu() / b.outcome.ok().max(1) as f64).max(1e-12),
+            );
+        }
+        println!(
+            "ours/{}: state on disk x{:.2}",
+            peer.name,
+            ours.state_bytes as f64 / peer.state_bytes.max(1) as f64
+        );
+    }
+}
+
+fn main() -> Res<()> {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = Settings::from_env();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "witness_load_e2e: {} logs, {} growth round(s), {} in flight, rate {}, hot: 10 logs x {} clients for {} s; targets {:?}; load average {}",
+        settings.logs,
+        settings.rounds,
+        settings.concurrency,
+        if settings.rate == 0 {
+            "as fast as possible".to_owned()
+        } else {
+            format!("{}/s", settings.rate)
+        },
+        settings.hot_clients_per_log,
+        settings.hot_seconds,
+        settings.targets,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let started = Instant::now();
+    let workload = build_workload(&settings)?;
+    println!(
+        "requests precomputed in {:.2} s ({} logs + {} hot)",
+        started.elapsed().as_secs_f64(),
+        settings.logs,
+        HOT_LOGS
+    );
+    crypto_bound(&workload)?;
+    let artifacts = integration::artifacts_dir("witness_load_e2e")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut summaries = Vec::new();
+        for name in &settings.targets {
+            summaries.push(run_target(name, &settings, &workload, &artifacts).await?);
+        }
+        print_comparison(&summaries);
+        Ok::<(), String>(())
+    })?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at the end: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
