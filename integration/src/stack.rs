@@ -274,6 +274,11 @@ impl Stack {
     }
 }
 
+/// Our operator CLI, `rekor-witness`, as cargo built it beside the tests.
+pub fn rekor_witness_binary() -> Result<PathBuf, String> {
+    Binaries::locate().map(|binaries| binaries.witness)
+}
+
 /// The tree size line of a checkpoint's text.
 pub fn checkpoint_size(text: &str) -> Option<u64> {
     text.lines().nth(1)?.parse().ok()

@@ -238,6 +238,26 @@ fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn split_view_at_a_cosigned_size_is_never_cosigned_and_kept_as_evidence() {
     let setup = Setup::start("misbehaving-log-fork").await;
+    // A real Prometheus scraping the gateway with the project's alert rules:
+    // before the fork, the misbehaviour alerts are quiet.
+    let prometheus = integration::prometheus::Prometheus::start(
+        &setup.stack.artifacts().join("prometheus"),
+        setup.stack.artifacts(),
+        setup.stack.gateway_url().trim_start_matches("http://"),
+    )
+    .await
+    .unwrap();
+    prometheus
+        .wait_for("up{job=\"rekor-witness\"}", |v| v == 1.0, WITNESS_REACTION)
+        .await
+        .unwrap();
+    assert!(
+        prometheus
+            .query("ALERTS{alertstate=\"firing\"}")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let log = &setup.log;
     log.set_mode(Mode::Fork { extra: 0 });
     for face in FACES {
@@ -252,6 +272,15 @@ async fn split_view_at_a_cosigned_size_is_never_cosigned_and_kept_as_evidence() 
                 WITNESS_REACTION,
             )
             .await;
+        // Also a verification failure, for the WitnessVerifyFailures alert.
+        setup
+            .wait_metric(
+                "witness_verify_failures_total",
+                &[("log", &origin), ("reason", "root_mismatch")],
+                1.0,
+                WITNESS_REACTION,
+            )
+            .await;
         setup
             .wait_evidence(&origin, "root_mismatch", &fork.root)
             .await;
@@ -259,6 +288,19 @@ async fn split_view_at_a_cosigned_size_is_never_cosigned_and_kept_as_evidence() 
             .assert_never_cosigned(&origin, &fork.root, INITIAL_ENTRIES)
             .await;
     }
+    // The plan's alert and the misbehaviour alert fire for both faces.
+    for alert in ["WitnessVerifyFailures", "WitnessLogMisbehaviour"] {
+        let firing = prometheus
+            .wait_for(
+                &format!("count(ALERTS{{alertname=\"{alert}\",alertstate=\"firing\"}})"),
+                |v| v >= 2.0,
+                WITNESS_REACTION,
+            )
+            .await
+            .unwrap();
+        assert!(!firing.is_empty(), "{alert}");
+    }
+    prometheus.stop().await;
     setup.finish().await;
 }
 
@@ -276,6 +318,15 @@ async fn forked_continuation_is_never_cosigned_and_kept_as_evidence() {
         setup
             .wait_metric(
                 "witness_misbehaviour_total",
+                &[("log", &origin), ("reason", "consistency_proof_invalid")],
+                1.0,
+                WITNESS_REACTION,
+            )
+            .await;
+        // Also a verification failure, for the WitnessVerifyFailures alert.
+        setup
+            .wait_metric(
+                "witness_verify_failures_total",
                 &[("log", &origin), ("reason", "consistency_proof_invalid")],
                 1.0,
                 WITNESS_REACTION,

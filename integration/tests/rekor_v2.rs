@@ -10,9 +10,10 @@
 //!   checks the peers').
 //! - The pulled log has no witness policy; our witness pulls it through its
 //!   tlog-tiles files.
-//! - Every cosignature is verified by our core, by the Go peers' note library
-//!   (`verify-note`, built from `integration/go`) and by an independent Python
-//!   checker (`integration/checkers/verify_note.py`, `cryptography`).
+//! - Every cosignature is verified by our core, by our operator CLI
+//!   (`rekor-witness verify checkpoint --key <vkey>`), by the Go peers' note
+//!   library (`verify-note`, built from `integration/go`) and by an independent
+//!   Python checker (`integration/checkers/verify_note.py`, `cryptography`).
 //! - A real Prometheus scrapes the gateway with the project's alert rules.
 //! - At the end the archive's DSSE manifest verifies and lists every archived
 //!   checkpoint, and every cosigned checkpoint is a prefix of the log's final
@@ -70,11 +71,26 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| integration::target_dir().join("pyvenv/bin/python"))
 }
 
-/// Runs the Go peers' verifier and the Python checker on `note`, requiring
-/// every key in `vkeys`; both must agree with `expect_ok`.
+/// Runs our operator CLI (`rekor-witness verify checkpoint`, once per key),
+/// the Go peers' verifier and the Python checker on `note`, requiring every
+/// key in `vkeys`; all three must agree with `expect_ok`.
 fn independent_verdicts(dir: &Path, note: &str, vkeys: &[&str], expect_ok: bool) {
     let file = dir.join("note-under-check");
     std::fs::write(&file, note).unwrap();
+    let cli = integration::stack::rekor_witness_binary().unwrap();
+    let cli_ok = vkeys.iter().all(|vkey| {
+        Command::new(&cli)
+            .args(["verify", "checkpoint", "--key", vkey])
+            .arg(&file)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    assert_eq!(
+        cli_ok, expect_ok,
+        "rekor-witness verify checkpoint on\n{note}"
+    );
     let go = Command::new(integration::go_program("verify-note").unwrap())
         .args(vkeys)
         .stdin(std::fs::File::open(&file).unwrap())

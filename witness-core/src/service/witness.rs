@@ -664,6 +664,10 @@ impl Witness {
         cosigned: Option<StoredTree>,
         error: &Error,
     ) {
+        // A failed check of data the log signed: a verification failure like
+        // any other (the alert on witness_verify_failures_total sees it), and
+        // also provable misbehaviour.
+        self.metrics.verify_failure(origin, error);
         self.metrics.misbehaviour(origin, error);
         tracing::error!(
             origin,
