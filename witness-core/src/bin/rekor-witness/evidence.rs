@@ -28,6 +28,8 @@ use witness_core::service::dev_stack::{Material, StackAddrs, write_configs};
 use witness_core::service::metrics::WitnessMetrics;
 use witness_core::service::signer_client::{GrpcSigner, SignerConfig};
 
+use crate::signer_args::SignerArgs;
+
 /// How long a development signer may take to listen.
 const SIGNER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest statement signed (the signer refuses payloads over 4 MiB).
@@ -52,22 +54,8 @@ pub struct SignArgs {
     /// Where the envelopes and `manifest-key.pem` go.
     #[arg(long, value_name = "DIR")]
     out_dir: PathBuf,
-    /// Sign through signer-svc `SignManifest` at this endpoint (mutual TLS);
-    /// without it, a development signer is started under `--dev-dir`.
-    #[arg(long, value_name = "URL", requires_all = ["signer_ca", "signer_cert", "signer_key"])]
-    signer_endpoint: Option<String>,
-    /// PEM CA of the signer's server certificate.
-    #[arg(long, value_name = "FILE")]
-    signer_ca: Option<PathBuf>,
-    /// PEM client certificate for the signer.
-    #[arg(long, value_name = "FILE")]
-    signer_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE")]
-    signer_key: Option<PathBuf>,
-    /// The name in the signer's certificate, if not the endpoint's host.
-    #[arg(long)]
-    signer_server_name: Option<String>,
+    #[command(flatten)]
+    signer: SignerArgs,
     /// The development signer's directory (material, configuration, logs);
     /// kept between runs, so the manifest key stays the same.
     #[arg(long, value_name = "DIR", required_unless_present = "signer_endpoint")]
@@ -213,18 +201,8 @@ async fn sign(args: &SignArgs) -> Result<Vec<PathBuf>, Failure> {
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| Failure::Usage(format!("creating {}: {e}", args.out_dir.display())))?;
 
-    let (config, mut dev_signer) = match &args.signer_endpoint {
-        Some(endpoint) => (
-            SignerConfig {
-                endpoint: endpoint.clone(),
-                ca: args.signer_ca.clone().unwrap_or_default(),
-                client_cert: args.signer_cert.clone().unwrap_or_default(),
-                client_key: args.signer_key.clone().unwrap_or_default(),
-                server_name: args.signer_server_name.clone(),
-                timeout: Duration::from_secs(30),
-            },
-            None,
-        ),
+    let (config, mut dev_signer) = match args.signer.config() {
+        Some(config) => (config, None),
         None => {
             let dir = args.dev_dir.as_deref().ok_or_else(|| {
                 Failure::Usage("--dev-dir or --signer-endpoint is required".into())

@@ -11,6 +11,7 @@ mod healthcheck;
 mod mirror;
 mod quickstart;
 mod serve;
+mod signer_args;
 mod verify;
 
 use std::process::ExitCode;

@@ -22,7 +22,9 @@ use witness_core::service::mirror::{
     FileManifestSigner, PackOptions, PackStart, TrustedTree, pack_rekor_v1, pack_tiles,
     verify_bundle,
 };
-use witness_core::service::signer_client::{GrpcSigner, SignerConfig};
+use witness_core::service::signer_client::GrpcSigner;
+
+use crate::signer_args::SignerArgs;
 
 #[derive(Subcommand)]
 pub enum MirrorCommand {
@@ -79,21 +81,8 @@ pub struct PackArgs {
     /// Sign with this PKCS#8 PEM ECDSA P-256 private key.
     #[arg(long, value_name = "FILE", conflicts_with = "signer_endpoint")]
     mirror_key: Option<PathBuf>,
-    /// Sign through signer-svc `SignManifest` at this endpoint (mutual TLS).
-    #[arg(long, value_name = "URL", requires_all = ["signer_ca", "signer_cert", "signer_key"])]
-    signer_endpoint: Option<String>,
-    /// PEM CA of the signer's server certificate.
-    #[arg(long, value_name = "FILE")]
-    signer_ca: Option<PathBuf>,
-    /// PEM client certificate for the signer.
-    #[arg(long, value_name = "FILE")]
-    signer_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE")]
-    signer_key: Option<PathBuf>,
-    /// The name in the signer's certificate, if not the endpoint's host.
-    #[arg(long)]
-    signer_server_name: Option<String>,
+    #[command(flatten)]
+    signer: SignerArgs,
     /// Limit on one HTTP request to the log.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
@@ -308,21 +297,13 @@ async fn pack(args: &PackArgs) -> Result<String, String> {
         (None, Some(0)) | (None, None) => PackStart::Full,
         (None, Some(n)) => PackStart::FromSize(n),
     };
-    let signer: Box<dyn ManifestSigner> = match (&args.mirror_key, &args.signer_endpoint) {
+    let signer: Box<dyn ManifestSigner> = match (&args.mirror_key, args.signer.config()) {
         (Some(path), None) => {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             Box::new(FileManifestSigner::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?)
         }
-        (None, Some(endpoint)) => {
-            let config = SignerConfig {
-                endpoint: endpoint.clone(),
-                ca: args.signer_ca.clone().unwrap_or_default(),
-                client_cert: args.signer_cert.clone().unwrap_or_default(),
-                client_key: args.signer_key.clone().unwrap_or_default(),
-                server_name: args.signer_server_name.clone(),
-                timeout: Duration::from_secs(30),
-            };
+        (None, Some(config)) => {
             let metrics = std::sync::Arc::new(WitnessMetrics::new().map_err(|e| e.to_string())?);
             Box::new(GrpcSigner::connect(&config, metrics).map_err(|e| e.to_string())?)
         }
