@@ -25,6 +25,12 @@ pub struct GatewayConfig {
     /// Serve the API over HTTPS with this certificate (reloaded on change).
     #[serde(default)]
     pub tls: Option<crate::transport::ServerTls>,
+    /// How often the TLS files of the `witness` and `signer` clients and of
+    /// the metrics listener are read again (default `10s`); changed, valid
+    /// files serve new connections without a restart (`[tls]` has its own
+    /// `reload_interval`).
+    #[serde(default = "default_tls_reload_interval", deserialize_with = "duration")]
+    pub tls_reload_interval: Duration,
     /// The witness service's gRPC endpoint.
     pub witness: Upstream,
     /// The signer's gRPC endpoint, for its metrics and readiness only (the
@@ -98,6 +104,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_tls_reload_interval() -> Duration {
+    witness_core::tls_reload::DEFAULT_RELOAD_INTERVAL
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -118,6 +128,7 @@ impl GatewayConfig {
         GatewayConfig {
             listen: default_listen(),
             tls: None,
+            tls_reload_interval: default_tls_reload_interval(),
             witness: Upstream::plaintext(witness_endpoint),
             signer: None,
             submission_prefix: String::new(),

@@ -4,7 +4,7 @@
 //! the admin API ([`JsonError`]).
 
 use axum::Json;
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -78,6 +78,11 @@ pub enum GatewayError {
 
 /// The `realm` of the admin API's `WWW-Authenticate` challenges (RFC 6750).
 const REALM: &str = "rekor-witness admin";
+
+/// The `Retry-After` (seconds) of a 503 for an unavailable witness, signer or
+/// store: long enough for a restarted service to come back, short enough that
+/// a log's next submission is not held up much longer than the fault.
+pub const RETRY_AFTER_UNAVAILABLE_SECONDS: u64 = 5;
 
 /// Refusal codes relayed from the witness's `x-witness-refusal` are at most
 /// this long (the witness's own are about 20 characters).
@@ -162,6 +167,12 @@ impl GatewayError {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled
                 | tonic::Code::ResourceExhausted => GatewayError::Unavailable { detail: reason },
+                // The connection failed under the call (the witness was
+                // killed mid-request): a transport error, not an answer out
+                // of protocol.
+                tonic::Code::Unknown if std::error::Error::source(status).is_some() => {
+                    GatewayError::Unavailable { detail: reason }
+                }
                 _ => GatewayError::BadUpstream { detail: reason },
             },
         }
@@ -263,7 +274,8 @@ impl GatewayError {
     }
 
     /// Logs a failure that is the gateway's or a service's, not the
-    /// client's, and marks the response for the request metrics.
+    /// client's, marks the response for the request metrics, and gives a 503
+    /// its `Retry-After`.
     fn mark_failure(&self, response: &mut Response) {
         if matches!(
             self,
@@ -283,6 +295,15 @@ impl GatewayError {
         }
         if let Some(challenge) = self.challenge() {
             response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        // A 503 is temporary by definition: say when to try again (RFC 9110,
+        // 10.2.3), so a log's client backs off instead of hammering a witness
+        // whose signer or store is down.
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS),
+            );
         }
     }
 }
@@ -424,6 +445,19 @@ mod tests {
     }
 
     #[test]
+    fn connection_lost_under_a_call_is_503_not_a_protocol_violation() {
+        let broken = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection reset");
+        let status = tonic::Status::from_error(Box::new(broken));
+        assert_eq!(status.code(), tonic::Code::Unknown);
+        let error = GatewayError::from_witness(&status);
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // An Unknown status the witness sent itself, without refusal
+        // metadata, is still out of protocol.
+        let sent = GatewayError::from_witness(&tonic::Status::unknown("odd"));
+        assert_eq!(sent.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
     fn unexpected_upstream_status_is_never_a_500() {
         let error = GatewayError::from_witness(&refusal(tonic::Code::Internal, "500", None));
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
@@ -538,6 +572,24 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!body["message"].as_str().unwrap().contains("10.0.0.7"));
+    }
+
+    #[tokio::test]
+    async fn unavailable_upstream_says_when_to_retry_and_refusals_do_not() {
+        let down = GatewayError::from_witness(&refusal(tonic::Code::Unavailable, "503", None));
+        let response = down.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(RETRY_AFTER).unwrap(),
+            &RETRY_AFTER_UNAVAILABLE_SECONDS.to_string()
+        );
+        let timeout = GatewayError::from_witness(&tonic::Status::deadline_exceeded("slow"));
+        let response = JsonError(timeout).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().get(RETRY_AFTER).is_some());
+        let refused =
+            GatewayError::from_witness(&refusal(tonic::Code::InvalidArgument, "400", None));
+        assert!(refused.into_response().headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]

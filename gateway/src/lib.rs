@@ -71,11 +71,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let (app, metrics) = router(config)?;
-    let shutdown = metrics::serve_separately(config.metrics.as_ref(), &metrics, shutdown).await?;
+    let shutdown = metrics::serve_separately(
+        config.metrics.as_ref(),
+        &metrics,
+        config.tls_reload_interval,
+        shutdown,
+    )
+    .await?;
     let tls = match &config.tls {
         Some(tls) => {
             let client_ca = config.admin.as_ref().and_then(|a| a.client_ca.as_deref());
-            Some(transport::ServingTls::start(tls, client_ca).await?)
+            Some(transport::ServingTls::start(tls, client_ca, metrics.tls()).await?)
         }
         None => None,
     };
@@ -84,16 +90,28 @@ pub async fn run(
 
 fn router(config: &GatewayConfig) -> Result<(Router, metrics::MetricsEndpoint), GatewayError> {
     config.validate()?;
+    let tls = witness_core::tls_reload::TlsReloadMetrics::default();
+    let interval = config.tls_reload_interval;
     let signer = match &config.signer {
-        Some(upstream) => Some(SignerClient::new(transport::upstream_channel(upstream)?)),
+        Some(upstream) => Some(SignerClient::new(transport::upstream_channel(
+            upstream,
+            "signer_client",
+            interval,
+            &tls,
+        )?)),
         None => None,
     };
     let gateway = Gateway {
-        witness: WitnessClient::new(transport::upstream_channel(&config.witness)?),
+        witness: WitnessClient::new(transport::upstream_channel(
+            &config.witness,
+            "witness_client",
+            interval,
+            &tls,
+        )?),
         signer,
         origins: Arc::new(monitoring::OriginIndex::default()),
     };
-    let metrics = metrics::MetricsEndpoint::new(&gateway, config.metrics.as_ref())?;
+    let metrics = metrics::MetricsEndpoint::new(&gateway, config.metrics.as_ref(), tls)?;
     let submission = &config.submission_prefix;
     let monitoring = &config.monitoring_prefix;
     let limits = &config.limits;

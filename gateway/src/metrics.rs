@@ -140,10 +140,14 @@ pub(crate) struct GatewayMetrics {
     requests: Counter<u64>,
     request_seconds: Histogram<f64>,
     upstream_errors: Counter<u64>,
+    tls: witness_core::tls_reload::TlsReloadMetrics,
 }
 
 impl GatewayMetrics {
-    fn new(otlp: Option<(&str, Duration)>) -> Result<GatewayMetrics, GatewayError> {
+    fn new(
+        otlp: Option<(&str, Duration)>,
+        tls: witness_core::tls_reload::TlsReloadMetrics,
+    ) -> Result<GatewayMetrics, GatewayError> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -159,7 +163,9 @@ impl GatewayMetrics {
         }
         let provider = provider.build();
         let meter = provider.meter("gateway");
+        tls.register(&meter);
         Ok(GatewayMetrics {
+            tls,
             registry,
             requests: meter
                 .u64_counter("gateway_http_requests")
@@ -234,6 +240,7 @@ impl MetricsEndpoint {
     pub(crate) fn new(
         gateway: &crate::Gateway,
         config: Option<&MetricsConfig>,
+        tls: witness_core::tls_reload::TlsReloadMetrics,
     ) -> Result<MetricsEndpoint, GatewayError> {
         let otlp = config.and_then(|c| {
             c.otlp_endpoint
@@ -241,10 +248,16 @@ impl MetricsEndpoint {
                 .map(|endpoint| (endpoint, c.otlp_interval))
         });
         Ok(MetricsEndpoint {
-            metrics: Arc::new(GatewayMetrics::new(otlp)?),
+            metrics: Arc::new(GatewayMetrics::new(otlp, tls)?),
             witness: gateway.witness.clone(),
             signer: gateway.signer.clone(),
         })
+    }
+
+    /// The TLS reload counts and certificate expiries of the gateway's
+    /// listeners and clients.
+    pub(crate) fn tls(&self) -> witness_core::tls_reload::TlsReloadMetrics {
+        self.metrics.tls.clone()
     }
 
     /// Records every request of `app` (the outermost layer, so refusals by
@@ -401,6 +414,7 @@ pub(crate) type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) async fn serve_separately(
     config: Option<&MetricsConfig>,
     endpoint: &MetricsEndpoint,
+    tls_reload_interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Shutdown, GatewayError> {
     let Some((config, listen)) = config.and_then(|c| Some((c, c.listen?))) else {
@@ -413,7 +427,7 @@ pub(crate) async fn serve_separately(
             record,
         ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = listener::bind(listen, config).await?;
+    let server = listener::bind(listen, config, endpoint.tls(), tls_reload_interval).await?;
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);

@@ -54,6 +54,12 @@ const LOGS_CACHE_CONTROL: &str = "public, max-age=2";
 /// limits) must not become a flood of fsyncs.
 const READINESS_TTL: Duration = Duration::from_secs(1);
 
+/// How long a "not ready" verdict is reused: short, so that a restarted
+/// witness is reported ready within this of being ready, while a flood of
+/// probes against a witness that is not ready still costs at most one call
+/// per interval.
+const NOT_READY_TTL: Duration = Duration::from_millis(100);
+
 /// How long `/readyz` waits for the witness's answer. The witness bounds its
 /// own checks at [`witness_core`]'s readiness timeout (3 s); this leaves room
 /// for the round trip, and stays below the usual 10 s probe timeout.
@@ -123,9 +129,18 @@ impl<T: Clone> Cached<T> {
         ttl: Duration,
         refresh: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        self.get_for(|_| ttl, refresh).await
+    }
+
+    /// [`Cached::get`] with a time to live that depends on the value.
+    async fn get_for<E>(
+        &self,
+        ttl: impl Fn(&T) -> Duration,
+        refresh: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let mut slot = self.slot.lock().await;
         if let Some((at, value)) = slot.as_ref()
-            && at.elapsed() < ttl
+            && at.elapsed() < ttl(value)
         {
             return Ok(value.clone());
         }
@@ -491,9 +506,16 @@ async fn readyz(
 ) -> Response {
     let Ok(verdict) = context
         .readiness
-        .get(READINESS_TTL, async {
-            Ok::<_, std::convert::Infallible>(ask_witness(&gateway).await)
-        })
+        .get_for(
+            |verdict: &Readiness| {
+                if verdict.ready {
+                    READINESS_TTL
+                } else {
+                    NOT_READY_TTL
+                }
+            },
+            async { Ok::<_, std::convert::Infallible>(ask_witness(&gateway).await) },
+        )
         .await;
     let status = if verdict.ready {
         StatusCode::OK
@@ -521,6 +543,34 @@ mod tests {
             cosigned,
             cosigned_at,
         }
+    }
+
+    #[tokio::test]
+    async fn not_ready_verdict_expires_soon_and_ready_one_is_reused() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache: Cached<bool> = Cached::default();
+        let asked = AtomicUsize::new(0);
+        let ttl = |ready: &bool| {
+            if *ready {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_millis(50)
+            }
+        };
+        let ask = |answer: bool| {
+            let asked = &asked;
+            async move {
+                asked.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(answer)
+            }
+        };
+        assert_eq!(cache.get_for(ttl, ask(false)).await, Ok(false));
+        assert_eq!(cache.get_for(ttl, ask(true)).await, Ok(false));
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(cache.get_for(ttl, ask(true)).await, Ok(true));
+        assert_eq!(cache.get_for(ttl, ask(false)).await, Ok(true));
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
 
     #[test]

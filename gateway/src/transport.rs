@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,18 +20,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
+use witness_core::tls_reload::{
+    self, ClientAuth, ClientFiles, ReloadTask, TlsReloadMetrics, TlsReloader,
+};
 
 use crate::GatewayError;
 use crate::config::Upstream;
@@ -48,7 +46,9 @@ pub struct ServerTls {
     /// How often both files are read again (default `5s`); a changed, valid
     /// pair replaces the served certificate for new connections, without a
     /// restart. A changed pair that does not load (a half-written file, a key
-    /// that does not match) is logged and the previous certificate kept.
+    /// that does not match) is logged, counted in `tls_reload_failures_total`
+    /// and the previous certificate kept. `[admin] client_ca` is reloaded
+    /// the same way.
     #[serde(
         default = "default_reload_interval",
         deserialize_with = "crate::config::duration"
@@ -71,97 +71,10 @@ fn default_reload_interval() -> Duration {
     Duration::from_secs(5)
 }
 
-/// The served certificate: read by every handshake, replaced by the reload
-/// task. A std lock: held only to clone an `Arc`, never across an await.
-#[derive(Debug)]
-struct ReloadingCertificate {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl ResolvesServerCert for ReloadingCertificate {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
-    }
-}
-
-/// The contents of the certificate and key files, as last read.
-#[derive(PartialEq, Eq)]
-struct PemFiles {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-}
-
-impl PemFiles {
-    async fn read(tls: &ServerTls) -> Result<PemFiles, GatewayError> {
-        let read = |path: PathBuf| async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(|e| tls_error(&path, &e.to_string()))
-        };
-        Ok(PemFiles {
-            cert: read(tls.cert.clone()).await?,
-            key: read(tls.key.clone()).await?,
-        })
-    }
-
-    fn certified_key(
-        &self,
-        tls: &ServerTls,
-        provider: &CryptoProvider,
-    ) -> Result<CertifiedKey, GatewayError> {
-        let chain = CertificateDer::pem_slice_iter(&self.cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
-        if chain.is_empty() {
-            return Err(tls_error(&tls.cert, "no certificate in the file"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&self.key)
-            .map_err(|e| tls_error(&tls.key, &e.to_string()))?;
-        // Also checks that the key is the certificate's.
-        CertifiedKey::from_der(chain, key, provider)
-            .map_err(|e| tls_error(&tls.cert, &format!("with {}: {e}", tls.key.display())))
-    }
-}
-
 fn tls_error(path: &Path, detail: &str) -> GatewayError {
     GatewayError::Config {
         detail: format!("TLS {}: {detail}", path.display()),
     }
-}
-
-/// A verifier that asks for a client certificate chaining to the CA(s) in
-/// `path` and lets clients without one through (`allow_unauthenticated`). A
-/// certificate that is presented but does not verify (another CA, expired,
-/// not for client authentication) fails the handshake: it is refused, not
-/// taken as absent, so a misconfigured administrator learns it at once.
-fn optional_client_certificates(
-    path: &Path,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, GatewayError> {
-    let cas = std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| {
-            CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| tls_error(path, &e))?;
-    if cas.is_empty() {
-        return Err(tls_error(path, "no CA certificate in the file"));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        roots.add(ca).map_err(|e| tls_error(path, &e.to_string()))?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| tls_error(path, &e.to_string()))
 }
 
 /// The identities of the verified client certificate of a connection, from
@@ -186,90 +99,52 @@ impl PeerIdentities {
 use witness_core::peer_identity::certificate_identities;
 
 /// The API listener's TLS acceptor, and the task that reloads its certificate
-/// (stopped when this is dropped).
+/// and client CA (stopped when this is dropped).
 pub(crate) struct ServingTls {
     acceptor: TlsAcceptor,
-    reload: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ServingTls {
-    fn drop(&mut self) {
-        self.reload.abort();
-    }
+    _reload: ReloadTask,
 }
 
 impl ServingTls {
     /// Loads the certificate (a failure here is a configuration error) and
-    /// starts watching its files. With `client_ca`, client certificates
-    /// chaining to it are asked for, not required.
+    /// starts watching its files (see [`witness_core::tls_reload`]). With
+    /// `client_ca`, client certificates chaining to it are asked for, not
+    /// required: a client without one is served as before, and one that
+    /// presents a certificate that does not verify (another CA, expired, not
+    /// for client authentication) fails the handshake, so a misconfigured
+    /// administrator learns it at once.
     pub(crate) async fn start(
         tls: &ServerTls,
         client_ca: Option<&Path>,
+        metrics: TlsReloadMetrics,
     ) -> Result<ServingTls, GatewayError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let files = PemFiles::read(tls).await?;
         warn_if_key_is_readable_by_others(&tls.key);
-        let certificate = Arc::new(ReloadingCertificate {
-            current: RwLock::new(Arc::new(files.certified_key(tls, &provider)?)),
-        });
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let mut reloader = TlsReloader::new("api", metrics);
+        let certificate = reloader
+            .certified_key(&tls.cert, &tls.key)
+            .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
+        let builder = rustls::ServerConfig::builder_with_provider(reloader.provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
         let builder = match client_ca {
-            Some(path) => {
-                builder.with_client_cert_verifier(optional_client_certificates(path, &provider)?)
-            }
+            Some(path) => builder.with_client_cert_verifier(
+                reloader
+                    .client_verifier(path, ClientAuth::Optional)
+                    .map_err(|e| tls_error(path, &e.to_string()))?,
+            ),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(certificate.clone());
+        let mut config = builder.with_cert_resolver(certificate);
         // h2 first: clients that speak it get one multiplexed connection.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let reload = tokio::spawn(reload_on_change(tls.clone(), provider, certificate, files));
+        if client_ca.is_some() {
+            // Administrators are checked against the client CA as it is now.
+            tls_reload::no_resumption(&mut config);
+        }
         Ok(ServingTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            reload,
+            _reload: reloader.spawn(tls.reload_interval),
         })
-    }
-}
-
-/// Polls the files every `reload_interval`; content, not mtime, is compared,
-/// so a replacement that keeps the mtime (a copy with `-p`, a Kubernetes
-/// secret's symlink swap) is still seen, and the cost is two small reads.
-async fn reload_on_change(
-    tls: ServerTls,
-    provider: Arc<CryptoProvider>,
-    certificate: Arc<ReloadingCertificate>,
-    mut last: PemFiles,
-) {
-    let mut ticks = tokio::time::interval(tls.reload_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let files = match PemFiles::read(&tls).await {
-            Ok(files) => files,
-            // Between the removal and the creation of a file, say.
-            Err(e) => {
-                tracing::debug!(error = %e, "TLS files not readable; served certificate kept");
-                continue;
-            }
-        };
-        if files == last {
-            continue;
-        }
-        match files.certified_key(&tls, &provider) {
-            Ok(key) => {
-                *certificate
-                    .current
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
-                tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded");
-            }
-            // Remembered as seen, so it is logged once; the pair is retried as
-            // soon as either file changes again (the key written after the
-            // certificate, say).
-            Err(e) => tracing::warn!(error = %e, "new TLS certificate refused; previous one kept"),
-        }
-        last = files;
     }
 }
 
@@ -399,13 +274,29 @@ async fn serve_connection<I>(
 /// 503) while the service is down, instead of failing at startup or
 /// crash-looping with it. `https://` endpoints use mutual TLS (TLS 1.3 with
 /// the gateway's client certificate); `http://` is allowed to loopback only.
-pub(crate) fn upstream_channel(upstream: &Upstream) -> Result<Channel, GatewayError> {
+///
+/// The TLS files are read again every `reload_interval` for as long as the
+/// channel lives (see [`witness_core::tls_reload`]); `name` labels them in
+/// the metrics.
+pub(crate) fn upstream_channel(
+    upstream: &Upstream,
+    name: &'static str,
+    reload_interval: Duration,
+    metrics: &TlsReloadMetrics,
+) -> Result<Channel, GatewayError> {
     let config_error = |detail: String| GatewayError::Config {
         detail: format!("endpoint {:?}: {detail}", upstream.endpoint),
     };
-    let mut endpoint = Endpoint::from_shared(upstream.endpoint.clone())
+    let endpoint = Endpoint::from_shared(upstream.endpoint.clone())
         .map_err(|e| config_error(e.to_string()))?;
     let uri = endpoint.uri().clone();
+    let configure = |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(upstream.timeout.min(Duration::from_secs(5)))
+            .timeout(upstream.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+    };
     match uri.scheme_str() {
         Some("https") => {
             let (Some(ca), Some(cert), Some(key)) =
@@ -415,15 +306,16 @@ pub(crate) fn upstream_channel(upstream: &Upstream) -> Result<Channel, GatewayEr
                     "https needs `ca`, `client_cert` and `client_key` (mutual TLS)".into(),
                 ));
             };
-            let mut tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(read_pem(ca)?))
-                .identity(Identity::from_pem(read_pem(cert)?, read_pem(key)?));
-            if let Some(name) = &upstream.server_name {
-                tls = tls.domain_name(name.clone());
-            }
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| config_error(e.to_string()))?;
+            let (endpoint, connector) = tls_reload::grpc_client(
+                name,
+                &upstream.endpoint,
+                upstream.server_name.as_deref(),
+                ClientFiles { ca, cert, key },
+                reload_interval,
+                metrics.clone(),
+            )
+            .map_err(|e| config_error(e.to_string()))?;
+            Ok(configure(endpoint).connect_with_connector_lazy(connector))
         }
         Some("http") => {
             let loopback = matches!(uri.host(), Some("localhost"))
@@ -437,21 +329,10 @@ pub(crate) fn upstream_channel(upstream: &Upstream) -> Result<Channel, GatewayEr
                     "plaintext is allowed to loopback only; use https with mutual TLS".into(),
                 ));
             }
+            Ok(configure(endpoint).connect_lazy())
         }
-        _ => return Err(config_error("the scheme must be https or http".into())),
+        _ => Err(config_error("the scheme must be https or http".into())),
     }
-    Ok(endpoint
-        .connect_timeout(upstream.timeout.min(Duration::from_secs(5)))
-        .timeout(upstream.timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
-}
-
-fn read_pem(path: &Path) -> Result<Vec<u8>, GatewayError> {
-    std::fs::read(path).map_err(|e| GatewayError::Config {
-        detail: format!("reading {}: {e}", path.display()),
-    })
 }
 
 #[cfg(test)]
@@ -489,12 +370,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "no PEM here\n").unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let error = optional_client_certificates(&path, &provider)
+        let mut reloader = TlsReloader::new("api", TlsReloadMetrics::default());
+        let error = reloader
+            .client_verifier(&path, ClientAuth::Optional)
             .err()
             .unwrap();
-        assert!(error.to_string().contains("no CA certificate"), "{error}");
+        assert!(error.to_string().contains("no certificate"), "{error}");
         let missing = dir.path().join("missing.pem");
-        assert!(optional_client_certificates(&missing, &provider).is_err());
+        assert!(
+            reloader
+                .client_verifier(&missing, ClientAuth::Optional)
+                .is_err()
+        );
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! `cargo build --release --bin signer-svc --bin rekor-witness --bin rekor-witness-gateway`
 //! then `cargo bench -p integration --bench witness_load_e2e`; environment:
-//!   LOADGEN_LOGS                 logs of workload (a) (default 40000)
+//!   LOADGEN_LOGS                 logs of workload (a) and of the soak (default 40000)
 //!   LOADGEN_ROUNDS               growth rounds of (a) after the first checkpoint (default 1)
 //!   LOADGEN_CONCURRENCY          connections in flight in (a) (default 64)
 //!   LOADGEN_RATE                 fixed arrival rate of (a) in requests/s; 0 = as fast as possible (default 0)
@@ -15,6 +15,16 @@
 //!   LOADGEN_HOT_SECONDS          duration of (b) (default 10)
 //!   LOADGEN_TARGETS              comma-separated subset of ours,litewitness,omniwitness (default all)
 //!   LOADGEN_PAUSE_BEFORE_A       seconds to sleep before (a) against ours, printing the pids (for `perf record -p`)
+//!   LOADGEN_WORKLOADS            comma-separated subset of a,b,c,soak (default a,b,c, plus soak when
+//!                                LOADGEN_SOAK_SECONDS > 0); the first checkpoint of every log always runs
+//!   LOADGEN_SOAK_SECONDS         duration of the soak; 0 = no soak (default 0)
+//!   LOADGEN_SOAK_RATE            fixed arrival rate of the soak in requests/s (default 1000: half
+//!                                the 2,051/s of (a) in the README's first run; set half the maximum
+//!                                (a) measures on the machine at hand)
+//!   LOADGEN_SOAK_SAMPLE_SECONDS  sampling period of the soak (default 10)
+//!   LOADGEN_SOAK_WINDOW_SECONDS  length of the windows compared by the verdict (default 60, or a
+//!                                third of a shorter soak)
+//!   LOADGEN_SOAK_WARMUP_SECONDS  start of the soak left out of the verdict (default: one window)
 //!
 //! Workloads: (a) every log updated in turn (a first checkpoint each, `old 0`,
 //! then LOADGEN_ROUNDS rounds growing each log by one leaf with a consistency
@@ -24,9 +34,36 @@
 //! (c) restart with every log in state: time until ready (`/readyz` for ours,
 //! the first cosigned `add-checkpoint` for every target).
 //!
+//! Soak (issue 10; against ours only, between (a) and (b)): every log grows
+//! in turn by one leaf with a consistency proof, at LOADGEN_SOAK_RATE
+//! requests/s for LOADGEN_SOAK_SECONDS, open loop (each request has a
+//! scheduled instant and its latency runs from that instant, so a stall
+//! shows however few requests are in flight; pushback is retried as in (a)).
+//! Every sample period it prints, and appends to
+//! `target/e2e/soak/samples.jsonl`, the RSS (VmRSS), open file descriptors
+//! and CPU of signer-svc, rekor-witness and rekor-witness-gateway, and the
+//! period's answers: throughput, p50/p99/max latency, statuses, and a check
+//! of the period's first cosignature. The gateway's descriptors of the load
+//! generator's own keep-alive connections (established on its port, found
+//! by socket inode in /proc/net/tcp) are counted apart (`+ N clients`): the
+//! load generator opens as many as overlapping requests need. The summary
+//! (also `target/e2e/soak/summary.json`) compares the first window after the
+//! warm-up with the last: PASS needs no answer but 200 (pushback included),
+//! every scheduled request answered, every sampled cosignature valid, no
+//! server restarted, RSS growth under 10% (mean of the window's samples) and
+//! no file-descriptor growth (the window's highest count, the load
+//! generator's connections aside) for each process, and the last window's
+//! p99 within twice the first's. FAIL makes the
+//! benchmark exit non-zero. Issue 10's run: LOADGEN_TARGETS=ours
+//! LOADGEN_WORKLOADS=soak LOADGEN_SOAK_SECONDS=600 LOADGEN_SOAK_RATE=<half
+//! the measured maximum> (40,000 logs by default).
+//!
 //! Everything that needs signing or hashing on the client side is done before
-//! the clock starts. The load generator runs on the same machine as the
-//! servers, so its own CPU (reported) competes with theirs.
+//! the clock starts (the soak's bodies, rate x seconds of them, packed one
+//! buffer per round of the logs: about 310 bytes each, 180 MiB for
+//! 1,000/s x 600 s). The load generator
+//! runs on the same machine as the servers, so its own CPU (reported)
+//! competes with theirs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +101,72 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Which workloads run (the first checkpoint of every log always does).
+struct Workloads {
+    a: bool,
+    b: bool,
+    c: bool,
+    soak: bool,
+}
+
+/// The soak: its duration, rate, and the windows of its verdict (seconds,
+/// multiples of `sample_seconds`).
+struct SoakSettings {
+    seconds: u64,
+    rate: u64,
+    sample_seconds: u64,
+    window_seconds: u64,
+    warmup_seconds: u64,
+}
+
+impl SoakSettings {
+    fn from_env() -> Res<SoakSettings> {
+        let seconds = env_u64("LOADGEN_SOAK_SECONDS", 0);
+        let sample_seconds = env_u64("LOADGEN_SOAK_SAMPLE_SECONDS", 10).max(1);
+        let default_window = (seconds / 3 / sample_seconds * sample_seconds)
+            .clamp(sample_seconds, 60.max(sample_seconds));
+        let window_seconds = env_u64("LOADGEN_SOAK_WINDOW_SECONDS", default_window);
+        let warmup_seconds = env_u64("LOADGEN_SOAK_WARMUP_SECONDS", window_seconds);
+        let soak = SoakSettings {
+            seconds,
+            rate: env_u64("LOADGEN_SOAK_RATE", 1000),
+            sample_seconds,
+            window_seconds,
+            warmup_seconds,
+        };
+        if seconds == 0 {
+            return Ok(soak);
+        }
+        if soak.rate == 0 {
+            return Err("LOADGEN_SOAK_RATE must be at least 1 request/s".to_owned());
+        }
+        for (name, value) in [
+            ("LOADGEN_SOAK_SECONDS", seconds),
+            ("LOADGEN_SOAK_WINDOW_SECONDS", window_seconds),
+            ("LOADGEN_SOAK_WARMUP_SECONDS", warmup_seconds),
+        ] {
+            if value % sample_seconds != 0 {
+                return Err(format!(
+                    "{name}={value} must be a multiple of the sample period ({sample_seconds} s)"
+                ));
+            }
+        }
+        if window_seconds == 0 || seconds < warmup_seconds + 2 * window_seconds {
+            return Err(format!(
+                "a soak of {seconds} s cannot compare two {window_seconds} s windows after a \
+                 {warmup_seconds} s warm-up: lengthen LOADGEN_SOAK_SECONDS or shorten \
+                 LOADGEN_SOAK_WINDOW_SECONDS / LOADGEN_SOAK_WARMUP_SECONDS"
+            ));
+        }
+        Ok(soak)
+    }
+
+    /// Requests the soak sends.
+    fn requests(&self) -> u64 {
+        self.seconds * self.rate
+    }
+}
+
 struct Settings {
     logs: usize,
     rounds: u64,
@@ -73,11 +176,49 @@ struct Settings {
     hot_seconds: u64,
     targets: Vec<String>,
     pause_before_a: u64,
+    workloads: Workloads,
+    soak: SoakSettings,
 }
 
 impl Settings {
-    fn from_env() -> Settings {
-        Settings {
+    fn from_env() -> Res<Settings> {
+        let soak = SoakSettings::from_env()?;
+        let workloads = match std::env::var("LOADGEN_WORKLOADS") {
+            Err(_) => Workloads {
+                a: true,
+                b: true,
+                c: true,
+                soak: soak.seconds > 0,
+            },
+            Ok(list) => {
+                let mut workloads = Workloads {
+                    a: false,
+                    b: false,
+                    c: false,
+                    soak: false,
+                };
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    match name {
+                        "a" => workloads.a = true,
+                        "b" => workloads.b = true,
+                        "c" => workloads.c = true,
+                        "soak" => workloads.soak = true,
+                        other => {
+                            return Err(format!(
+                                "LOADGEN_WORKLOADS: unknown workload {other:?} (a, b, c, soak)"
+                            ));
+                        }
+                    }
+                }
+                if workloads.soak && soak.seconds == 0 {
+                    return Err(
+                        "LOADGEN_WORKLOADS names the soak but LOADGEN_SOAK_SECONDS is 0".to_owned(),
+                    );
+                }
+                workloads
+            }
+        };
+        Ok(Settings {
             logs: env_u64("LOADGEN_LOGS", 40_000) as usize,
             rounds: env_u64("LOADGEN_ROUNDS", 1),
             concurrency: env_u64("LOADGEN_CONCURRENCY", 64).max(1) as usize,
@@ -91,7 +232,22 @@ impl Settings {
                 .filter(|t| !t.is_empty())
                 .collect(),
             pause_before_a: env_u64("LOADGEN_PAUSE_BEFORE_A", 0),
+            workloads,
+            soak,
+        })
+    }
+
+    /// Growth rounds of (a) (none when (a) is not selected).
+    fn a_rounds(&self) -> u64 {
+        if self.workloads.a { self.rounds } else { 0 }
+    }
+
+    /// Rounds of the logs the soak needs: each log grows by one leaf a round.
+    fn soak_rounds(&self) -> u64 {
+        if !self.workloads.soak || self.logs == 0 {
+            return 0;
         }
+        self.soak.requests().div_ceil(self.logs as u64)
     }
 }
 
@@ -100,7 +256,7 @@ impl Settings {
 
 /// Every complete subtree hash of a tree, level by level, so proofs and roots
 /// cost O(log n) lookups (witness_core's `LeafHashes` rehashes the leaves).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct FullTree {
     levels: Vec<Vec<Hash>>,
 }
@@ -145,6 +301,7 @@ impl SubtreeHashSource for FullTree {
 }
 
 /// A log of the benchmark: its own Ed25519 key and its tree.
+#[derive(Clone)]
 struct BenchLog {
     origin: String,
     signing: ed25519_dalek::SigningKey,
@@ -214,6 +371,50 @@ impl BenchLog {
     }
 }
 
+/// One growth step of every log, packed in one buffer: the soak's hundreds
+/// of thousands of bodies without an allocation (and a `Bytes` header) each.
+struct CompactRound {
+    data: Bytes,
+    /// ends[i]: where log i's body ends in `data`.
+    ends: Vec<u32>,
+}
+
+impl CompactRound {
+    fn build(logs: &mut [BenchLog]) -> Res<CompactRound> {
+        let mut data = Vec::new();
+        let count = logs.len();
+        let mut ends = Vec::with_capacity(count);
+        for log in logs.iter_mut() {
+            let body = log.grow_step()?;
+            if data.is_empty() {
+                // Bodies of one round differ by a few bytes at most.
+                data.reserve((body.len() + 16) * count);
+            }
+            data.extend_from_slice(&body);
+            ends.push(u32::try_from(data.len()).map_err(|_| "a soak round exceeds 4 GiB")?);
+        }
+        data.shrink_to_fit();
+        Ok(CompactRound {
+            data: Bytes::from(data),
+            ends,
+        })
+    }
+
+    /// Log `i`'s body (shares the buffer).
+    fn get(&self, i: usize) -> Option<Bytes> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous)? as usize,
+            None => 0,
+        };
+        Some(self.data.slice(start..end))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.data.len() + self.ends.len() * std::mem::size_of::<u32>()
+    }
+}
+
 /// The requests of every workload, shared by all targets.
 struct Workload {
     /// (origin, vkey) of every log (the N logs, then the hot ones).
@@ -224,8 +425,23 @@ struct Workload {
     hot: Vec<Vec<Bytes>>,
     /// Log 0's next steps after (a), for the restart probes.
     probes: Vec<Bytes>,
+    /// soak[r]: every log's soak step r (from size rounds.len() + r), in the
+    /// soak's order: request k is soak[k / N].get(k % N).
+    soak: Arc<Vec<CompactRound>>,
+    /// Log 0's next steps after the soak, for the restart probes of the
+    /// target that ran it.
+    probes_after_soak: Vec<Bytes>,
     /// Log 0's key, to check a cosigned response.
     log0: VerifierKey,
+}
+
+fn probe_steps(log: Option<&BenchLog>) -> Res<Vec<Bytes>> {
+    let Some(log) = log else {
+        return Ok(Vec::new());
+    };
+    // A copy: the probes are the steps after those the workloads send.
+    let mut ahead = log.clone();
+    (0..PROBE_STEPS).map(|_| ahead.grow_step()).collect()
 }
 
 fn build_workload(settings: &Settings) -> Res<Workload> {
@@ -236,20 +452,23 @@ fn build_workload(settings: &Settings) -> Res<Workload> {
         .map(|i| BenchLog::new(format!("bench.example/hot{i}"), 1_000_000 + i as u64))
         .collect::<Res<_>>()?;
     let mut rounds = Vec::new();
-    for _ in 0..=settings.rounds {
+    for _ in 0..=settings.a_rounds() {
         rounds.push(
             logs.iter_mut()
                 .map(BenchLog::grow_step)
                 .collect::<Res<Vec<_>>>()?,
         );
     }
-    let mut probes = Vec::new();
-    if let Some(log0) = logs.first_mut() {
-        for _ in 0..PROBE_STEPS {
-            probes.push(log0.grow_step()?);
-        }
-    }
-    let hot_steps = HOT_STEPS_PER_SECOND * settings.hot_seconds;
+    let probes = probe_steps(logs.first())?;
+    let soak = (0..settings.soak_rounds())
+        .map(|_| CompactRound::build(&mut logs))
+        .collect::<Res<Vec<_>>>()?;
+    let probes_after_soak = probe_steps(logs.first())?;
+    let hot_steps = if settings.workloads.b {
+        HOT_STEPS_PER_SECOND * settings.hot_seconds
+    } else {
+        0
+    };
     let hot = hot_logs
         .iter_mut()
         .map(|log| {
@@ -272,6 +491,8 @@ fn build_workload(settings: &Settings) -> Res<Workload> {
         rounds,
         hot,
         probes,
+        soak: Arc::new(soak),
+        probes_after_soak,
         log0,
     })
 }
@@ -648,6 +869,739 @@ async fn time_until_ok(
 }
 
 // ---------------------------------------------------------------------------
+// Soak (issue 10).
+
+/// Our three server programs and their short names in the soak's lines.
+const SERVER_PROGRAMS: [(&str, &str); 3] = [
+    ("rekor-witness-gateway", "gateway"),
+    ("rekor-witness", "witness"),
+    ("signer-svc", "signer"),
+];
+/// Requests of the soak in flight at most (more wait, their latency running).
+const SOAK_MAX_IN_FLIGHT: usize = 4096;
+/// How long the soak waits for its last answers after its last request.
+const SOAK_DRAIN_LIMIT: Duration = Duration::from_secs(120);
+/// The verdict's limits: RSS growth, p99 growth.
+const SOAK_MAX_RSS_GROWTH_PERCENT: f64 = 10.0;
+const SOAK_MAX_P99_RATIO: f64 = 2.0;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Socket inodes of the established TCP connections whose local port is
+/// `port`: the gateway's side of the load generator's connections.
+fn established_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (the 10th field)
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && fields.get(3) == Some(&"01")
+                && let Some(inode) = fields.get(9).and_then(|i| i.parse().ok())
+            {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// A process's open file descriptors, and how many of them are among the
+/// `clients` sockets.
+fn fd_count(pid: &str, clients: &std::collections::HashSet<u64>) -> Option<(u64, u64)> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let (mut all, mut of_clients) = (0, 0);
+    for entry in entries.flatten() {
+        all += 1;
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let inode = target
+            .to_string_lossy()
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|i| i.parse::<u64>().ok());
+        if inode.is_some_and(|i| clients.contains(&i)) {
+            of_clients += 1;
+        }
+    }
+    Some((all, of_clients))
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the soak's requests answered since the last sample.
+#[derive(Default)]
+struct SoakAnswers {
+    latencies: Vec<Duration>,
+    /// Answers by status, and refused attempts under `<status> retried`.
+    statuses: BTreeMap<String, u64>,
+    /// The period's first 200: (request body, response body).
+    first_cosigned: Option<(Bytes, String)>,
+}
+
+/// One of our server processes at a sample.
+#[derive(Clone)]
+struct ServerSample {
+    program: &'static str,
+    short: &'static str,
+    pid: u32,
+    rss_kib: f64,
+    /// Open file descriptors, all of them.
+    fds: u64,
+    /// Of those, the load generator's connections (the gateway's keep-alive
+    /// clients: as many as the load generator keeps, not a server's doing).
+    client_fds: u64,
+    cpu_seconds: f64,
+    /// CPU since the previous sample, in % of one core.
+    cpu_percent: f64,
+}
+
+impl ServerSample {
+    /// Open file descriptors other than the load generator's connections.
+    fn own_fds(&self) -> u64 {
+        self.fds - self.client_fds
+    }
+}
+
+/// Our three server processes now (those running), with their CPU share
+/// since `previous` (same pid) `period` seconds ago; `gateway_port` tells
+/// the load generator's connections apart.
+fn server_samples(previous: &[ServerSample], period: f64, gateway_port: u16) -> Vec<ServerSample> {
+    let found = children();
+    let clients = established_inodes(gateway_port);
+    SERVER_PROGRAMS
+        .iter()
+        .filter_map(|&(program, short)| {
+            let child = found.iter().find(|c| c.name == program)?;
+            let pid = child.pid.to_string();
+            let before = previous
+                .iter()
+                .find(|b| b.pid == child.pid)
+                .map(|b| b.cpu_seconds);
+            let (fds, client_fds) = fd_count(&pid, &clients).unwrap_or((0, 0));
+            Some(ServerSample {
+                program,
+                short,
+                pid: child.pid,
+                rss_kib: proc_status_kib(&pid, "VmRSS:").unwrap_or(0.0),
+                fds,
+                client_fds,
+                cpu_seconds: child.cpu_seconds,
+                cpu_percent: before
+                    .map_or(0.0, |b| (child.cpu_seconds - b) / period.max(1e-9) * 100.0),
+            })
+        })
+        .collect()
+}
+
+/// One sample period of the soak.
+struct SoakSample {
+    index: u64,
+    /// Seconds from the soak's start to this sample.
+    at: f64,
+    period: f64,
+    /// The answers that came after the last regular sample.
+    drain: bool,
+    /// Requests scheduled so far, and still unanswered at the sample.
+    scheduled: u64,
+    in_flight: usize,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    statuses: BTreeMap<String, u64>,
+    /// The check of the period's first cosigned answer (None: no 200).
+    cosignature: Option<Result<(), String>>,
+    servers: Vec<ServerSample>,
+    loadgen_cpu_percent: f64,
+}
+
+impl SoakSample {
+    fn answered(&self) -> u64 {
+        answered(&self.statuses)
+    }
+
+    fn print(&self) {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:.1} MiB {} fd{} {:.0}%",
+                    p.short,
+                    p.rss_kib / 1024.0,
+                    p.own_fds(),
+                    if p.client_fds > 0 {
+                        format!(" + {} clients", p.client_fds)
+                    } else {
+                        String::new()
+                    },
+                    p.cpu_percent
+                )
+            })
+            .collect();
+        let answers = if self.drain {
+            format!("drain: {} answers in {:.2} s", self.answered(), self.period)
+        } else {
+            format!(
+                "{:>5.0} s: {:>6.0} answers/s",
+                self.at,
+                self.answered() as f64 / self.period.max(1e-9)
+            )
+        };
+        println!(
+            "  soak {answers:>27}  p50 {:>6.2}  p99 {:>7.2}  max {:>8.2} ms  in flight {:>4}  [{}]  {}; loadgen {:.0}%{}",
+            ms(percentile(&self.latencies, 0.50)),
+            ms(percentile(&self.latencies, 0.99)),
+            ms(self.latencies.last().copied().unwrap_or_default()),
+            self.in_flight,
+            statuses.join(" "),
+            servers.join(", "),
+            self.loadgen_cpu_percent,
+            match &self.cosignature {
+                Some(Err(e)) => format!("; COSIGNATURE CHECK FAILED: {e}"),
+                _ => String::new(),
+            },
+        );
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let answered = self.answered();
+        serde_json::json!({
+            "sample": self.index,
+            "at_s": self.at,
+            "period_s": self.period,
+            "drain": self.drain,
+            "scheduled": self.scheduled,
+            "in_flight": self.in_flight,
+            "answered": answered,
+            "answers_per_second": answered as f64 / self.period.max(1e-9),
+            "statuses": self.statuses,
+            "errors": errors(&self.statuses),
+            "p50_ms": ms(percentile(&self.latencies, 0.50)),
+            "p99_ms": ms(percentile(&self.latencies, 0.99)),
+            "max_ms": ms(self.latencies.last().copied().unwrap_or_default()),
+            "cosignature": match &self.cosignature {
+                None => "no 200 to check".to_owned(),
+                Some(Ok(())) => "valid".to_owned(),
+                Some(Err(e)) => e.clone(),
+            },
+            "loadgen_cpu_percent": self.loadgen_cpu_percent,
+            "processes": self.servers.iter().map(|p| serde_json::json!({
+                "program": p.program,
+                "pid": p.pid,
+                "rss_kib": p.rss_kib,
+                "fds": p.fds,
+                "client_fds": p.client_fds,
+                "cpu_seconds": p.cpu_seconds,
+                "cpu_percent": p.cpu_percent,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Answers counted in `statuses` (refused attempts, `<status> retried`, are
+/// not answers).
+fn answered(statuses: &BTreeMap<String, u64>) -> u64 {
+    statuses
+        .iter()
+        .filter(|(k, _)| !k.ends_with(" retried"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Everything but 200, pushback retried included.
+fn errors(statuses: &BTreeMap<String, u64>) -> u64 {
+    statuses
+        .iter()
+        .filter(|(k, _)| k.as_str() != "200")
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// What the soak's request tasks share.
+#[derive(Clone)]
+struct SoakDriver {
+    client: reqwest::Client,
+    url: String,
+    answers: Arc<std::sync::Mutex<SoakAnswers>>,
+    scheduled: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl SoakDriver {
+    /// Sends request k of the soak at `start + k / rate` (open loop), from
+    /// `rounds` in order, until `total`.
+    async fn schedule(
+        self,
+        rounds: Arc<Vec<CompactRound>>,
+        logs: u64,
+        total: u64,
+        rate: u64,
+        start: tokio::time::Instant,
+    ) {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(SOAK_MAX_IN_FLIGHT));
+        for k in 0..total {
+            let at = start
+                + Duration::from_nanos((u128::from(k) * 1_000_000_000 / u128::from(rate)) as u64);
+            tokio::time::sleep_until(at).await;
+            let Some(body) = rounds
+                .get((k / logs) as usize)
+                .and_then(|round| round.get((k % logs) as usize))
+            else {
+                break;
+            };
+            let Ok(permit) = semaphore.clone().acquire_owned().await else {
+                break;
+            };
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.scheduled.fetch_add(1, Ordering::Relaxed);
+            let driver = self.clone();
+            tokio::spawn(async move {
+                let mut pushback = Outcome::default();
+                let (status, text) =
+                    post_until_answered(&driver.client, &driver.url, &body, &mut pushback).await;
+                let latency = at.elapsed();
+                drop(permit);
+                {
+                    let mut answers = lock(&driver.answers);
+                    for (k, v) in pushback.statuses {
+                        *answers.statuses.entry(k).or_default() += v;
+                    }
+                    if status == "200" && answers.first_cosigned.is_none() {
+                        answers.first_cosigned = Some((body, text));
+                    }
+                    *answers.statuses.entry(status).or_default() += 1;
+                    answers.latencies.push(latency);
+                }
+                driver.in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+/// The soak's figures over one window of the verdict.
+struct SoakWindow {
+    from: u64,
+    to: u64,
+    p99: Duration,
+    answers: u64,
+    /// Per program, over the window's regular samples.
+    servers: BTreeMap<&'static str, WindowServer>,
+}
+
+/// One server process over a window of the verdict.
+#[derive(Clone, Copy)]
+struct WindowServer {
+    mean_rss_kib: f64,
+    /// Highest count of file descriptors other than the load generator's
+    /// connections, and of all.
+    max_own_fds: u64,
+    max_fds: u64,
+    mean_cpu_percent: f64,
+}
+
+/// The windows of `window` seconds ending at the soak's end, back to the
+/// end of the warm-up, in time order.
+fn soak_windows(settings: &SoakSettings, samples: &[SoakSample]) -> Vec<SoakWindow> {
+    let mut bounds = Vec::new();
+    let mut to = settings.seconds;
+    while to >= settings.warmup_seconds + settings.window_seconds {
+        bounds.push((to - settings.window_seconds, to));
+        to -= settings.window_seconds;
+    }
+    bounds.reverse();
+    let last = bounds.last().copied();
+    bounds
+        .into_iter()
+        .map(|(from, to)| {
+            // Regular sample i covers ((i - 1) * period, i * period]; the
+            // drain's answers belong to the last window.
+            let inside = |s: &&SoakSample| {
+                let end = s.index * settings.sample_seconds;
+                (!s.drain && end > from && end <= to) || (s.drain && Some((from, to)) == last)
+            };
+            let mut latencies: Vec<Duration> = samples
+                .iter()
+                .filter(inside)
+                .flat_map(|s| s.latencies.iter().copied())
+                .collect();
+            latencies.sort_unstable();
+            let regular: Vec<&SoakSample> =
+                samples.iter().filter(inside).filter(|s| !s.drain).collect();
+            let mut servers = BTreeMap::new();
+            for &(program, _) in &SERVER_PROGRAMS {
+                let of: Vec<&ServerSample> = regular
+                    .iter()
+                    .filter_map(|s| s.servers.iter().find(|p| p.program == program))
+                    .collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let n = of.len() as f64;
+                servers.insert(
+                    program,
+                    WindowServer {
+                        mean_rss_kib: of.iter().map(|p| p.rss_kib).sum::<f64>() / n,
+                        max_own_fds: of.iter().map(|p| p.own_fds()).max().unwrap_or(0),
+                        max_fds: of.iter().map(|p| p.fds).max().unwrap_or(0),
+                        mean_cpu_percent: of.iter().map(|p| p.cpu_percent).sum::<f64>() / n,
+                    },
+                );
+            }
+            SoakWindow {
+                from,
+                to,
+                p99: percentile(&latencies, 0.99),
+                answers: latencies.len() as u64,
+                servers,
+            }
+        })
+        .collect()
+}
+
+/// The soak's verdict against issue 10's criteria.
+struct SoakReport {
+    failures: Vec<String>,
+}
+
+impl SoakReport {
+    fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Judges the samples (printing the summary) and writes summary.json.
+fn judge_soak(
+    settings: &SoakSettings,
+    sent: u64,
+    unanswered: usize,
+    samples: &[SoakSample],
+    baseline: &[ServerSample],
+    summary_path: &Path,
+) -> Res<SoakReport> {
+    let mut failures = Vec::new();
+    let total = settings.requests();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    for sample in samples {
+        for (k, v) in &sample.statuses {
+            *statuses.entry(k.clone()).or_default() += v;
+        }
+    }
+    let answered = answered(&statuses);
+    let errors = errors(&statuses);
+    let status_text: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    println!(
+        "  soak summary: {total} requests scheduled at {}/s for {} s, {sent} sent, {answered} answered, {unanswered} unanswered; [{}]; errors {errors}",
+        settings.rate,
+        settings.seconds,
+        status_text.join(" "),
+    );
+    if errors > 0 {
+        failures.push(format!(
+            "{errors} answers other than 200 (pushback included): [{}]",
+            status_text.join(" ")
+        ));
+    }
+    if sent != total || answered != total || unanswered > 0 {
+        failures.push(format!(
+            "{total} requests scheduled, {sent} sent, {answered} answered, {unanswered} unanswered"
+        ));
+    }
+    let bad_cosignatures: Vec<String> = samples
+        .iter()
+        .filter_map(|s| match &s.cosignature {
+            Some(Err(e)) => Some(format!("sample {}: {e}", s.index)),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = bad_cosignatures.first() {
+        failures.push(format!(
+            "{} sampled cosignatures did not verify; first: {first}",
+            bad_cosignatures.len()
+        ));
+    }
+    let cosignatures_checked = samples
+        .iter()
+        .filter(|s| matches!(s.cosignature, Some(Ok(()))))
+        .count();
+    for &(program, _) in &SERVER_PROGRAMS {
+        let Some(started) = baseline.iter().find(|p| p.program == program) else {
+            failures.push(format!("{program} was not running when the soak started"));
+            continue;
+        };
+        let changed = samples.iter().find(|s| {
+            !s.servers
+                .iter()
+                .any(|p| p.program == program && p.pid == started.pid)
+        });
+        if let Some(sample) = changed {
+            failures.push(format!(
+                "{program} (pid {}) exited or restarted by sample {} ({:.0} s)",
+                started.pid, sample.index, sample.at
+            ));
+        }
+    }
+
+    let windows = soak_windows(settings, samples);
+    let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+        return Err("the soak has no window after its warm-up".to_owned());
+    };
+    let p99s: Vec<String> = windows
+        .iter()
+        .map(|w| format!("{}-{} s {:.2}", w.from, w.to, ms(w.p99)))
+        .collect();
+    let p99_min = windows.iter().map(|w| w.p99).min().unwrap_or_default();
+    let p99_max = windows.iter().map(|w| w.p99).max().unwrap_or_default();
+    let p99_ratio = last.p99.as_secs_f64() / first.p99.as_secs_f64().max(1e-9);
+    println!(
+        "  soak p99 per {} s window after the {} s warm-up (ms): {}; min {:.2}, max {:.2}",
+        settings.window_seconds,
+        settings.warmup_seconds,
+        p99s.join(", "),
+        ms(p99_min),
+        ms(p99_max)
+    );
+    println!(
+        "  soak p99 first window {:.2} ms ({} answers) -> last window {:.2} ms ({} answers): x{p99_ratio:.2} (limit x{SOAK_MAX_P99_RATIO})",
+        ms(first.p99),
+        first.answers,
+        ms(last.p99),
+        last.answers
+    );
+    if first.answers == 0 || last.answers == 0 {
+        failures.push("a window of the verdict has no answers".to_owned());
+    } else if p99_ratio > SOAK_MAX_P99_RATIO {
+        failures.push(format!(
+            "p99 grew x{p99_ratio:.2} from the first window ({:.2} ms) to the last ({:.2} ms)",
+            ms(first.p99),
+            ms(last.p99)
+        ));
+    }
+    let mut servers_json = Vec::new();
+    for &(program, short) in &SERVER_PROGRAMS {
+        let (Some(&from), Some(&to)) = (first.servers.get(program), last.servers.get(program))
+        else {
+            failures.push(format!(
+                "{program} has no sample in a window of the verdict"
+            ));
+            continue;
+        };
+        let growth = (to.mean_rss_kib - from.mean_rss_kib) / from.mean_rss_kib.max(1.0) * 100.0;
+        println!(
+            "  soak {short:<8} RSS {:.1} -> {:.1} MiB ({growth:+.1}%, limit +{SOAK_MAX_RSS_GROWTH_PERCENT}%)  fds {} -> {} (with the load generator's connections {} -> {})  CPU {:.0}% -> {:.0}%",
+            from.mean_rss_kib / 1024.0,
+            to.mean_rss_kib / 1024.0,
+            from.max_own_fds,
+            to.max_own_fds,
+            from.max_fds,
+            to.max_fds,
+            from.mean_cpu_percent,
+            to.mean_cpu_percent,
+        );
+        if growth >= SOAK_MAX_RSS_GROWTH_PERCENT {
+            failures.push(format!(
+                "{program} RSS grew {growth:+.1}% ({:.1} -> {:.1} MiB)",
+                from.mean_rss_kib / 1024.0,
+                to.mean_rss_kib / 1024.0
+            ));
+        }
+        if to.max_own_fds > from.max_own_fds {
+            failures.push(format!(
+                "{program} open file descriptors (the load generator's connections aside) grew from {} to {}",
+                from.max_own_fds, to.max_own_fds
+            ));
+        }
+        servers_json.push(serde_json::json!({
+            "program": program,
+            "rss_kib_first": from.mean_rss_kib,
+            "rss_kib_last": to.mean_rss_kib,
+            "rss_growth_percent": growth,
+            "fds_first": from.max_own_fds,
+            "fds_last": to.max_own_fds,
+            "fds_with_clients_first": from.max_fds,
+            "fds_with_clients_last": to.max_fds,
+            "cpu_percent_first": from.mean_cpu_percent,
+            "cpu_percent_last": to.mean_cpu_percent,
+        }));
+    }
+    println!("  soak sampled cosignatures verified: {cosignatures_checked}");
+    let report = SoakReport { failures };
+    if report.passed() {
+        println!("  soak verdict: PASS");
+    } else {
+        println!("  soak verdict: FAIL");
+        for failure in &report.failures {
+            println!("    - {failure}");
+        }
+    }
+    let summary = serde_json::json!({
+        "seconds": settings.seconds,
+        "rate": settings.rate,
+        "sample_seconds": settings.sample_seconds,
+        "window_seconds": settings.window_seconds,
+        "warmup_seconds": settings.warmup_seconds,
+        "scheduled": total,
+        "sent": sent,
+        "answered": answered,
+        "unanswered": unanswered,
+        "statuses": statuses,
+        "errors": errors,
+        "cosignatures_verified": cosignatures_checked,
+        "windows": windows.iter().map(|w| serde_json::json!({
+            "from_s": w.from,
+            "to_s": w.to,
+            "answers": w.answers,
+            "p99_ms": ms(w.p99),
+        })).collect::<Vec<_>>(),
+        "p99_ratio_last_first": p99_ratio,
+        "processes": servers_json,
+        "pass": report.passed(),
+        "failures": report.failures,
+    });
+    std::fs::write(summary_path, format!("{summary:#}\n"))
+        .map_err(|e| format!("writing {}: {e}", summary_path.display()))?;
+    Ok(report)
+}
+
+/// The soak against our stack: every log grows in turn at a fixed rate,
+/// sampled every period; the verdict at the end.
+async fn run_soak(
+    client: &reqwest::Client,
+    url: &str,
+    witness_vkey: &str,
+    settings: &Settings,
+    workload: &Workload,
+) -> Res<SoakReport> {
+    use std::io::Write as _;
+    let soak = &settings.soak;
+    let dir = integration::artifacts_dir("soak")?;
+    let samples_path = dir.join("samples.jsonl");
+    let mut jsonl = std::io::BufWriter::new(
+        std::fs::File::create(&samples_path)
+            .map_err(|e| format!("creating {}: {e}", samples_path.display()))?,
+    );
+    let total = soak.requests();
+    let logs = settings.logs as u64;
+    println!(
+        "  ours         soak: {total} requests at {}/s for {} s over {logs} logs ({} rounds), a sample every {} s; verdict on {} s windows after {} s; samples in {}",
+        soak.rate,
+        soak.seconds,
+        workload.soak.len(),
+        soak.sample_seconds,
+        soak.window_seconds,
+        soak.warmup_seconds,
+        samples_path.display(),
+    );
+    let driver = SoakDriver {
+        client: client.clone(),
+        url: url.to_owned(),
+        answers: Arc::default(),
+        scheduled: Arc::default(),
+        in_flight: Arc::default(),
+    };
+    let gateway_port = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .ok_or_else(|| format!("no port in {url}"))?;
+    let baseline = server_samples(&[], 1.0, gateway_port);
+    let mut previous = baseline.clone();
+    let mut loadgen_cpu = self_cpu_seconds();
+    let start = tokio::time::Instant::now();
+    let mut scheduler =
+        tokio::spawn(
+            driver
+                .clone()
+                .schedule(workload.soak.clone(), logs, total, soak.rate, start),
+        );
+    let mut samples: Vec<SoakSample> = Vec::new();
+    let periods = soak.seconds / soak.sample_seconds;
+    let mut last = start;
+    for index in 1..=periods + 1 {
+        let drain = index > periods;
+        if drain {
+            let deadline = tokio::time::Instant::now() + SOAK_DRAIN_LIMIT;
+            while (!scheduler.is_finished() || driver.in_flight.load(Ordering::Relaxed) > 0)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            tokio::time::sleep_until(start + Duration::from_secs(index * soak.sample_seconds))
+                .await;
+        }
+        let now = tokio::time::Instant::now();
+        let period = (now - last).as_secs_f64();
+        last = now;
+        let answers = std::mem::take(&mut *lock(&driver.answers));
+        let cpu = self_cpu_seconds();
+        let servers = server_samples(&previous, period, gateway_port);
+        let mut latencies = answers.latencies;
+        latencies.sort_unstable();
+        let sample = SoakSample {
+            index,
+            at: (now - start).as_secs_f64(),
+            period,
+            drain,
+            scheduled: driver.scheduled.load(Ordering::Relaxed),
+            in_flight: driver.in_flight.load(Ordering::Relaxed),
+            latencies,
+            statuses: answers.statuses,
+            cosignature: answers
+                .first_cosigned
+                .map(|first| check_cosigned(&Some(first), witness_vkey)),
+            servers: servers.clone(),
+            loadgen_cpu_percent: (cpu - loadgen_cpu) / period.max(1e-9) * 100.0,
+        };
+        loadgen_cpu = cpu;
+        if drain && sample.statuses.is_empty() {
+            break;
+        }
+        sample.print();
+        writeln!(jsonl, "{}", sample.to_json())
+            .and_then(|()| jsonl.flush())
+            .map_err(|e| format!("writing {}: {e}", samples_path.display()))?;
+        if !servers.is_empty() {
+            previous = servers;
+        }
+        samples.push(sample);
+    }
+    if !scheduler.is_finished() {
+        scheduler.abort();
+    }
+    let _ = (&mut scheduler).await;
+    judge_soak(
+        soak,
+        driver.scheduled.load(Ordering::Relaxed),
+        driver.in_flight.load(Ordering::Relaxed),
+        &samples,
+        &baseline,
+        &dir.join("summary.json"),
+    )
+}
+
+// ---------------------------------------------------------------------------
 // Targets.
 
 // One value per target for the whole run; boxing would only add a hop.
@@ -696,7 +1650,7 @@ impl Target {
 }
 
 /// Gateway limits high enough that the benchmark measures the witness, not
-/// the rate limiter (the defaults allow 50 submissions/s).
+/// the rate limiter (the defaults allow 2,000 submissions/s).
 const GATEWAY_BENCH_LIMITS: &str = "
 [limits]
 max_connections = 4096
@@ -838,12 +1792,7 @@ impl Row {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        let sorted = &self.outcome.latencies;
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted[index.min(sorted.len() - 1)]
+        percentile(&self.outcome.latencies, p)
     }
 
     fn server_cpu(&self) -> f64 {
@@ -900,6 +1849,8 @@ struct TargetSummary {
     peak_rss: Vec<ProcSample>,
     /// (what, time) of the restart measurements.
     restarts: Vec<(String, Duration)>,
+    /// The soak's verdict, when it ran against this target.
+    soak: Option<SoakReport>,
 }
 
 async fn measure<F>(target: &str, workload: &str, requests: usize, run: F) -> Row
@@ -991,32 +1942,96 @@ async fn run_target(
         rows.push(row);
     }
 
+    // The soak, against ours only.
+    let mut soak = None;
+    if settings.workloads.soak {
+        if matches!(target, Target::Ours(_)) {
+            soak = Some(run_soak(&client, &url, &vkey, settings, workload).await?);
+        } else {
+            println!("  {name:<12} soak: against ours only, skipped");
+        }
+    }
+
     // (b) hot logs.
-    let hot: Vec<Arc<Vec<Bytes>>> = workload.hot.iter().map(|h| Arc::new(h.clone())).collect();
-    let label = format!("(b) 10 hot x{} clients", settings.hot_clients_per_log);
-    let row = measure(
-        name,
-        &label,
-        0,
-        drive_hot(
-            &client,
-            &url,
-            &hot,
-            settings.hot_clients_per_log,
-            settings.hot_seconds,
-        ),
-    )
-    .await;
-    check_cosigned(&row.outcome.first_cosigned, &vkey)
-        .map_err(|e| format!("{name} {label}: {e}"))?;
-    rows.push(row);
+    if settings.workloads.b {
+        let hot: Vec<Arc<Vec<Bytes>>> = workload.hot.iter().map(|h| Arc::new(h.clone())).collect();
+        let label = format!("(b) 10 hot x{} clients", settings.hot_clients_per_log);
+        let row = measure(
+            name,
+            &label,
+            0,
+            drive_hot(
+                &client,
+                &url,
+                &hot,
+                settings.hot_clients_per_log,
+                settings.hot_seconds,
+            ),
+        )
+        .await;
+        check_cosigned(&row.outcome.first_cosigned, &vkey)
+            .map_err(|e| format!("{name} {label}: {e}"))?;
+        rows.push(row);
+    }
 
     let state_bytes = target.state_size();
     let peak_rss = children();
 
     // (c) restart with every log in state.
+    let restarts = if settings.workloads.c {
+        let probes = if soak.is_some() {
+            &workload.probes_after_soak
+        } else {
+            &workload.probes
+        };
+        measure_restarts(&mut target, &url, probes).await?
+    } else {
+        Vec::new()
+    };
+    for (what, time) in &restarts {
+        println!(
+            "  {name:<12} (c) restart, {what}: {:.0} ms",
+            time.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "  {name:<12} state on disk: {:.1} MiB",
+        state_bytes as f64 / (1 << 20) as f64
+    );
+
+    match target {
+        Target::Ours(stack) => {
+            stack.stop().await;
+        }
+        Target::Litewitness(mut lw, dir) => {
+            lw.process().stop().await;
+            drop(lw);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Target::Omniwitness(mut ow, _) => {
+            ow.process().stop().await;
+        }
+    }
+    Ok(TargetSummary {
+        name: name.to_owned(),
+        rows,
+        state_bytes,
+        peak_rss,
+        restarts,
+        soak,
+    })
+}
+
+/// Workload (c): restarts with every log in state, probed with `probes` (log
+/// 0's next steps); (what, time until ready) of each.
+async fn measure_restarts(
+    target: &mut Target,
+    url: &str,
+    probes: &[Bytes],
+) -> Res<Vec<(String, Duration)>> {
+    let url = url.to_owned();
     let mut restarts = Vec::new();
-    let mut probes = workload.probes.iter().cloned();
+    let mut probes = probes.iter().cloned();
     let mut probe = || probes.next().ok_or("out of restart probes".to_owned());
     let fresh_client = || {
         reqwest::Client::builder()
@@ -1024,7 +2039,7 @@ async fn run_target(
             .build()
             .map_err(|e| format!("HTTP client: {e}"))
     };
-    match &mut target {
+    match target {
         Target::Ours(stack) => {
             let readyz = format!("{}/readyz", stack.gateway_url());
             // The witness alone (it holds the logs' state).
@@ -1095,37 +2110,7 @@ async fn run_target(
             restarts.push(("first cosignature".to_owned(), cosigned));
         }
     }
-    for (what, time) in &restarts {
-        println!(
-            "  {name:<12} (c) restart, {what}: {:.0} ms",
-            time.as_secs_f64() * 1e3
-        );
-    }
-    println!(
-        "  {name:<12} state on disk: {:.1} MiB",
-        state_bytes as f64 / (1 << 20) as f64
-    );
-
-    match target {
-        Target::Ours(stack) => {
-            stack.stop().await;
-        }
-        Target::Litewitness(mut lw, dir) => {
-            lw.process().stop().await;
-            drop(lw);
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        Target::Omniwitness(mut ow, _) => {
-            ow.process().stop().await;
-        }
-    }
-    Ok(TargetSummary {
-        name: name.to_owned(),
-        rows,
-        state_bytes,
-        peak_rss,
-        restarts,
-    })
+    Ok(restarts)
 }
 
 /// The crypto-only bound on this machine: the log signature verification,
@@ -1281,7 +2266,7 @@ fn print_comparison(summaries: &[TargetSummary]) {
 fn main() -> Res<()> {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let settings = Settings::from_env();
+    let settings = Settings::from_env()?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "witness_load_e2e: {} logs, {} growth round(s), {} in flight, rate {}, hot: 10 logs x {} clients for {} s; targets {:?}; load average {}",
@@ -1301,13 +2286,40 @@ fn main() -> Res<()> {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    let selected: Vec<&str> = [
+        (settings.workloads.a, "a"),
+        (settings.workloads.b, "b"),
+        (settings.workloads.c, "c"),
+        (settings.workloads.soak, "soak"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect();
+    println!(
+        "workloads: first checkpoints, {}{}",
+        selected.join(", "),
+        if settings.workloads.soak {
+            format!(
+                "; soak {} s at {}/s",
+                settings.soak.seconds, settings.soak.rate
+            )
+        } else {
+            String::new()
+        }
+    );
     let started = Instant::now();
     let workload = build_workload(&settings)?;
+    let soak_bytes: usize = workload.soak.iter().map(CompactRound::heap_bytes).sum();
     println!(
-        "requests precomputed in {:.2} s ({} logs + {} hot)",
+        "requests precomputed in {:.2} s ({} logs + {} hot; soak: {} rounds, {:.1} MiB, {:.0} bytes a request); load generator RSS {:.1} MiB",
         started.elapsed().as_secs_f64(),
         settings.logs,
-        HOT_LOGS
+        HOT_LOGS,
+        workload.soak.len(),
+        soak_bytes as f64 / (1 << 20) as f64,
+        soak_bytes as f64 / (workload.soak.len() * settings.logs).max(1) as f64,
+        proc_status_kib("self", "VmRSS:").unwrap_or(0.0) / 1024.0,
     );
     crypto_bound(&workload)?;
     let artifacts = integration::artifacts_dir("witness_load_e2e")?;
@@ -1316,13 +2328,13 @@ fn main() -> Res<()> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    runtime.block_on(async {
+    let summaries = runtime.block_on(async {
         let mut summaries = Vec::new();
         for name in &settings.targets {
             summaries.push(run_target(name, &settings, &workload, &artifacts).await?);
         }
         print_comparison(&summaries);
-        Ok::<(), String>(())
+        Ok::<_, String>(summaries)
     })?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -1332,5 +2344,20 @@ fn main() -> Res<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let failures: Vec<&String> = summaries
+        .iter()
+        .filter_map(|s| s.soak.as_ref())
+        .flat_map(|soak| &soak.failures)
+        .collect();
+    if !failures.is_empty() {
+        return Err(format!(
+            "soak FAIL: {}",
+            failures
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     Ok(())
 }

@@ -73,6 +73,18 @@ impl Process {
         &self.name
     }
 
+    /// Its process ID, while it runs (to signal it: SIGSTOP, SIGCONT).
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Sets (or replaces) an environment variable for its next start
+    /// ([`Process::restart`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.to_owned(), value.to_owned()));
+    }
+
     /// The log file its output goes to.
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -4,6 +4,7 @@
 //! CA, file keys, SQLite state, local archive). The gateway serves plain HTTP
 //! on loopback; the logs under test push to it or are pulled by the witness.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,10 +29,41 @@ impl Service {
     pub const ALL: [Service; 3] = [Service::Signer, Service::Witness, Service::Gateway];
 
     fn index(self) -> usize {
+        self.index_of(0)
+    }
+
+    /// Its process's index in [`Stack`]`::processes` for replica `replica`
+    /// (the signer is shared by all replicas).
+    fn index_of(self, replica: usize) -> usize {
         match self {
             Service::Signer => 0,
-            Service::Witness => 1,
-            Service::Gateway => 2,
+            Service::Witness => 1 + 2 * replica,
+            Service::Gateway => 2 + 2 * replica,
+        }
+    }
+}
+
+/// How [`Stack::start_with`] deploys the stack beyond the defaults of
+/// [`Stack::start`] (SQLite state, one witness, one gateway).
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// A `postgres://` URL for the witness state instead of the SQLite file
+    /// `witness/state.db`; every replica shares it.
+    pub postgres_state: Option<String>,
+    /// How many `rekor-witness serve` replicas run, each with a gateway of its
+    /// own in front (the gateway forwards to one witness endpoint), its own
+    /// archive spool and its own archive directory. At least 1.
+    pub replicas: usize,
+    /// TOML appended to every gateway's configuration (e.g. `[limits]`).
+    pub gateway_extra: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> StackOptions {
+        StackOptions {
+            postgres_state: None,
+            replicas: 1,
+            gateway_extra: String::new(),
         }
     }
 }
@@ -41,9 +73,14 @@ pub struct Stack {
     dir: PathBuf,
     artifacts: PathBuf,
     addrs: StackAddrs,
+    /// Replica `r`'s witness and gateway addresses (replica 0's are also in
+    /// `addrs`).
+    replica_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// Replica `r`'s data directory (replica 0's is `dir`).
+    replica_dirs: Vec<PathBuf>,
     material: Material,
     vkey: String,
-    /// Signer, witness, gateway.
+    /// Signer, then each replica's witness and gateway.
     processes: Vec<Process>,
     http: reqwest::Client,
 }
@@ -62,21 +99,55 @@ impl Stack {
     /// [`Stack::start`] with an artifacts directory the caller made (for tests
     /// that put more than the stack there).
     pub async fn start_in(artifacts: &Path, logs_toml: &str) -> Result<Stack, String> {
+        Stack::start_with(artifacts, logs_toml, &StackOptions::default()).await
+    }
+
+    /// [`Stack::start_in`] deployed as `options` say: replica `r > 0` keeps
+    /// its configuration and archive under `stack/replica-<r>/`, and its
+    /// output goes to `witness-<r>.log` and `gateway-<r>.log`.
+    pub async fn start_with(
+        artifacts: &Path,
+        logs_toml: &str,
+        options: &StackOptions,
+    ) -> Result<Stack, String> {
+        let replicas = options.replicas.max(1);
         let dir = artifacts.join("stack");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let material = Material::load_or_generate(&dir)?;
-        let addrs = StackAddrs {
-            signer: free_loopback_addr()?,
-            witness: free_loopback_addr()?,
-            gateway: free_loopback_addr()?,
-        };
-        let configs = write_configs(
-            &dir,
-            &material,
-            &addrs,
-            WITNESS_NAME,
-            &format!("poll_interval = \"1s\"\n\n{logs_toml}"),
-        )?;
+        let signer_addr = free_loopback_addr()?;
+        let mut replica_addrs = Vec::new();
+        let mut replica_dirs = Vec::new();
+        let mut replica_configs = Vec::new();
+        for replica in 0..replicas {
+            let replica_dir = if replica == 0 {
+                dir.clone()
+            } else {
+                dir.join(format!("replica-{replica}"))
+            };
+            let addrs = StackAddrs {
+                signer: signer_addr,
+                witness: free_loopback_addr()?,
+                gateway: free_loopback_addr()?,
+            };
+            // Replica r > 0 also gets a signer configuration of its own, which
+            // nothing runs: every witness uses replica 0's signer.
+            let configs = write_configs(
+                &replica_dir,
+                &material,
+                &addrs,
+                WITNESS_NAME,
+                &format!("poll_interval = \"1s\"\n\n{logs_toml}"),
+            )?;
+            if let Some(url) = &options.postgres_state {
+                point_state_at(&configs.witness, url)?;
+            }
+            if !options.gateway_extra.is_empty() {
+                append_to(&configs.gateway, &options.gateway_extra)?;
+            }
+            replica_addrs.push((addrs.witness, addrs.gateway));
+            replica_dirs.push(replica_dir);
+            replica_configs.push(configs);
+        }
         let vkey = VerifierKey::from_material(
             WITNESS_NAME,
             SignatureType::CosignatureV1,
@@ -86,23 +157,41 @@ impl Stack {
         .to_vkey();
         let binaries = Binaries::locate()?;
         let config_arg = |path: &Path| vec!["--config".to_owned(), path.display().to_string()];
-        let mut serve_witness = vec!["serve".to_owned()];
-        serve_witness.extend(config_arg(&configs.witness));
         let mut serve_signer = vec!["serve".to_owned()];
-        serve_signer.extend(config_arg(&configs.signer));
+        serve_signer.extend(config_arg(&replica_configs[0].signer));
         let env = [("RUST_LOG".to_owned(), "info".to_owned())];
-        let mut processes = Vec::new();
-        for (service, program, args, addr) in [
-            ("signer", &binaries.signer, serve_signer, addrs.signer),
-            ("witness", &binaries.witness, serve_witness, addrs.witness),
-            (
-                "gateway",
+        let mut to_start = vec![(
+            "signer".to_owned(),
+            &binaries.signer,
+            serve_signer,
+            signer_addr,
+        )];
+        for (replica, (configs, &(witness_addr, gateway_addr))) in
+            replica_configs.iter().zip(&replica_addrs).enumerate()
+        {
+            let suffix = if replica == 0 {
+                String::new()
+            } else {
+                format!("-{replica}")
+            };
+            let mut serve_witness = vec!["serve".to_owned()];
+            serve_witness.extend(config_arg(&configs.witness));
+            to_start.push((
+                format!("witness{suffix}"),
+                &binaries.witness,
+                serve_witness,
+                witness_addr,
+            ));
+            to_start.push((
+                format!("gateway{suffix}"),
                 &binaries.gateway,
                 config_arg(&configs.gateway),
-                addrs.gateway,
-            ),
-        ] {
-            let mut process = Process::start(service, program, &args, &env, artifacts)?;
+                gateway_addr,
+            ));
+        }
+        let mut processes = Vec::new();
+        for (service, program, args, addr) in to_start {
+            let mut process = Process::start(&service, program, &args, &env, artifacts)?;
             process.wait_listening(addr).await?;
             processes.push(process);
         }
@@ -113,13 +202,21 @@ impl Stack {
         let stack = Stack {
             dir,
             artifacts: artifacts.to_path_buf(),
-            addrs,
+            addrs: StackAddrs {
+                signer: signer_addr,
+                witness: replica_addrs[0].0,
+                gateway: replica_addrs[0].1,
+            },
+            replica_addrs,
+            replica_dirs,
             material,
             vkey,
             processes,
             http,
         };
-        stack.wait_ready().await?;
+        for replica in 0..replicas {
+            stack.wait_ready_at(&stack.gateway_url_of(replica)).await?;
+        }
         Ok(stack)
     }
 
@@ -127,6 +224,29 @@ impl Stack {
     /// the monitoring paths, `/logs`, `/metrics`, `/readyz`.
     pub fn gateway_url(&self) -> String {
         format!("http://{}", self.addrs.gateway)
+    }
+
+    /// Replica `replica`'s gateway base URL (replica 0's is [`Stack::gateway_url`]).
+    pub fn gateway_url_of(&self, replica: usize) -> String {
+        match self.replica_addrs.get(replica) {
+            Some((_, gateway)) => format!("http://{gateway}"),
+            None => self.gateway_url(),
+        }
+    }
+
+    /// How many witness replicas (each with its gateway) run.
+    pub fn replicas(&self) -> usize {
+        self.replica_addrs.len()
+    }
+
+    /// Replica `replica`'s data directory: its `config/`, `archive/` and
+    /// `archive-spool/` (replica 0's is [`Stack::dir`], which also holds the
+    /// signer's data).
+    pub fn replica_dir(&self, replica: usize) -> &Path {
+        self.replica_dirs
+            .get(replica)
+            .map(PathBuf::as_path)
+            .unwrap_or(&self.dir)
     }
 
     /// The witness's cosignature verifier key.
@@ -220,9 +340,26 @@ impl Stack {
 
     /// Waits for `/readyz` to answer 200 (the store and the signer reachable).
     pub async fn wait_ready(&self) -> Result<(), String> {
+        self.wait_ready_at(&self.gateway_url()).await
+    }
+
+    /// [`Stack::wait_ready`] through the gateway at `gateway_url`.
+    pub async fn wait_ready_at(&self, gateway_url: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let readyz = format!("{gateway_url}/readyz");
         loop {
-            match self.get_text("/readyz").await {
+            let answer = match self.http.get(&readyz).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    response
+                        .text()
+                        .await
+                        .map(|text| (status, text))
+                        .map_err(|e| format!("GET {readyz}: {e}"))
+                }
+                Err(e) => Err(format!("GET {readyz}: {e}")),
+            };
+            match answer {
                 Ok((200, _)) => return Ok(()),
                 Ok((status, text)) if Instant::now() > deadline => {
                     return Err(format!("/readyz: HTTP {status}: {text}"));
@@ -238,6 +375,28 @@ impl Stack {
         self.processes[service.index()].kill().await;
     }
 
+    /// SIGKILLs replica `replica`'s `service` (the signer is shared).
+    pub async fn kill_replica(&mut self, service: Service, replica: usize) -> Result<(), String> {
+        let index = service.index_of(replica);
+        let process = self
+            .processes
+            .get_mut(index)
+            .ok_or_else(|| format!("no {service:?} of replica {replica}"))?;
+        process.kill().await;
+        Ok(())
+    }
+
+    /// The process ID of `service` (replica 0's), while it runs.
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.processes[service.index()].id()
+    }
+
+    /// Sets an environment variable of `service` (replica 0's) for its next
+    /// [`Stack::restart`] (e.g. a fake clock for the signer).
+    pub fn set_env(&mut self, service: Service, key: &str, value: &str) {
+        self.processes[service.index()].set_env(key, value);
+    }
+
     /// SIGTERMs `service`; whether it exited cleanly (status 0).
     pub async fn stop_service(&mut self, service: Service) -> bool {
         self.processes[service.index()].stop().await
@@ -245,12 +404,28 @@ impl Stack {
 
     /// Starts a stopped or killed `service` again and waits until it listens.
     pub async fn restart(&mut self, service: Service) -> Result<(), String> {
+        self.restart_replica(service, 0).await
+    }
+
+    /// [`Stack::restart`] of replica `replica`'s `service`.
+    pub async fn restart_replica(
+        &mut self,
+        service: Service,
+        replica: usize,
+    ) -> Result<(), String> {
+        let (witness, gateway) = *self
+            .replica_addrs
+            .get(replica)
+            .ok_or_else(|| format!("no replica {replica}"))?;
         let addr = match service {
             Service::Signer => self.addrs.signer,
-            Service::Witness => self.addrs.witness,
-            Service::Gateway => self.addrs.gateway,
+            Service::Witness => witness,
+            Service::Gateway => gateway,
         };
-        let process = &mut self.processes[service.index()];
+        let process = self
+            .processes
+            .get_mut(service.index_of(replica))
+            .ok_or_else(|| format!("no {service:?} of replica {replica}"))?;
         process.restart()?;
         process.wait_listening(addr).await
     }
@@ -272,6 +447,43 @@ impl Stack {
         }
         clean
     }
+}
+
+/// Replaces the `state = ...` line of the witness configuration at `path`
+/// with `url`.
+fn point_state_at(path: &Path, url: &str) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut replaced = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if !replaced && line.starts_with("state = ") {
+                replaced = true;
+                format!(
+                    "state = {}",
+                    witness_core::service::dev_stack::toml_string(url)
+                )
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !replaced {
+        return Err(format!("no `state = ` line in {}", path.display()));
+    }
+    std::fs::write(path, lines.join("\n") + "\n")
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Appends `extra` to the file at `path`.
+fn append_to(path: &Path, extra: &str) -> Result<(), String> {
+    let mut text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    text.push('\n');
+    text.push_str(extra);
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Our operator CLI, `rekor-witness`, as cargo built it beside the tests.

@@ -268,6 +268,9 @@ async fn exported_by_the_code() -> Exported {
     witness.archive_write("checkpoint", true);
     witness.cosigned_at(log, 1);
     witness.backfill_queue_depth(log, 5);
+    witness
+        .tls()
+        .certificate_loaded("grpc_server", 1_900_000_000);
 
     let signer = signer_svc::metrics::Metrics::new(Arc::new(
         signer_svc::fork_guard::CommitCounters::default(),

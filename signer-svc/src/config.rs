@@ -48,6 +48,26 @@ pub struct TlsConfig {
     /// call is `PERMISSION_DENIED` to them. Same forms as `allowed_identities`.
     #[serde(default)]
     pub observer_identities: Vec<String>,
+    /// How often `cert`, `key` and `client_ca` are read again (default
+    /// `10s`, a humantime duration); changed, valid files serve new
+    /// connections without a restart, invalid ones are logged and counted in
+    /// `tls_reload_failures_total` while the previous ones stay in use.
+    #[serde(
+        default = "default_tls_reload_interval",
+        deserialize_with = "humantime_duration"
+    )]
+    pub reload_interval: std::time::Duration,
+}
+
+fn default_tls_reload_interval() -> std::time::Duration {
+    witness_core::tls_reload::DEFAULT_RELOAD_INTERVAL
+}
+
+fn humantime_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 /// Where a private key lives.

@@ -153,7 +153,7 @@ pub async fn run(
     use witness_proto::signer::signer_server::SignerServer;
 
     let service = Arc::new(build_service(config).await?);
-    let tls = tls::server_config(&config.tls)?;
+    let tls = tls::server_config(&config.tls, service.metrics.tls().clone())?;
     let incoming = tls::incoming(listener, tls, service.audit.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -23,6 +23,7 @@ pub struct Metrics {
     // Read from the fork guard's writer at each scrape; kept with the provider.
     _guard_transactions: ObservableCounter<u64>,
     _guard_records: ObservableCounter<u64>,
+    tls: witness_core::tls_reload::TlsReloadMetrics,
 }
 
 impl Metrics {
@@ -38,7 +39,10 @@ impl Metrics {
             .map_err(|e| Error::Config(format!("metrics: {e}")))?;
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         let meter = provider.meter("signer-svc");
+        let tls = witness_core::tls_reload::TlsReloadMetrics::default();
+        tls.register(&meter);
         Ok(Metrics {
+            tls,
             registry,
             operations: meter
                 .u64_counter("signer_operations")
@@ -75,6 +79,11 @@ impl Metrics {
                 .build(),
             _provider: provider,
         })
+    }
+
+    /// The TLS reload counts and certificate expiry of the gRPC listener.
+    pub fn tls(&self) -> &witness_core::tls_reload::TlsReloadMetrics {
+        &self.tls
     }
 
     /// Counts one operation's outcome (`ok` or the error's kind).

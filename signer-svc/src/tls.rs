@@ -38,24 +38,22 @@
 //!   certificate was refused; the handshake timeout and HTTP/2 limits bound what
 //!   it can hold open, as they bound handshakes before.
 
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
+use witness_core::tls_reload::{ClientAuth, ReloadTask, TlsReloadMetrics, TlsReloader};
 
 use crate::audit::AuditLog;
 use crate::config::TlsConfig;
@@ -63,10 +61,6 @@ use crate::error::{Error, Result};
 
 /// How long a client may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
 
 /// Asks every client for a certificate and checks its proof of possession in
 /// the handshake, delegating the signature checks to the wrapped verifier, but
@@ -126,55 +120,44 @@ impl ClientCertVerifier for DeferredClientCertVerifier {
     }
 }
 
-/// The listener's TLS: the rustls configuration and the client certificate
-/// verifier whose chain check runs after each handshake.
+/// The listener's TLS: the rustls configuration, the client certificate
+/// verifier whose chain check runs after each handshake, and the task that
+/// reloads the certificate and the client CA when their files change.
 pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     client_verifier: Arc<dyn ClientCertVerifier>,
+    _reload: ReloadTask,
 }
 
-/// Builds the server's TLS from its configuration.
-pub fn server_config(tls: &TlsConfig) -> Result<ServerTls> {
-    let certs = read_certs(&tls.cert)?;
+/// Builds the server's TLS from its configuration: the certificate, its key
+/// and the client CA are read now (a failure is a configuration error) and
+/// again every `reload_interval`, see [`witness_core::tls_reload`].
+pub fn server_config(tls: &TlsConfig, metrics: TlsReloadMetrics) -> Result<ServerTls> {
     crate::keys::file::check_private_file_mode(&tls.key)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| Error::Config(format!("{}: {e}", tls.key.display())))?;
-    let mut roots = RootCertStore::empty();
-    for ca in read_certs(&tls.client_ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| Error::Config(format!("{}: {e}", tls.client_ca.display())))?;
-    }
-    let provider = crypto_provider();
-    let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| Error::Config(format!("client CA: {e}")))?;
+    let config_error = |e: witness_core::Error| Error::Config(e.to_string());
+    let mut reloader = TlsReloader::new("grpc_server", metrics);
+    let certificate = reloader
+        .certified_key(&tls.cert, &tls.key)
+        .map_err(config_error)?;
+    let client_verifier: Arc<dyn ClientCertVerifier> = reloader
+        .client_verifier(&tls.client_ca, ClientAuth::Required)
+        .map_err(config_error)?;
     let deferred = Arc::new(DeferredClientCertVerifier {
         inner: client_verifier.clone(),
     });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(reloader.provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Config(e.to_string()))?
         .with_client_cert_verifier(deferred)
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Config(format!("server certificate: {e}")))?;
+        .with_cert_resolver(certificate);
     // gRPC runs over HTTP/2 only.
     config.alpn_protocols = vec![b"h2".to_vec()];
+    witness_core::tls_reload::no_resumption(&mut config);
     Ok(ServerTls {
         config: Arc::new(config),
         client_verifier,
+        _reload: reloader.spawn(tls.reload_interval),
     })
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Config(format!("{}: no certificate", path.display())));
-    }
-    Ok(certs)
 }
 
 /// The identities a certificate carries in its subject alternative names, as
@@ -364,10 +347,16 @@ pub fn incoming(
     tls: ServerTls,
     audit: Arc<AuditLog>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>> {
-    let acceptor = TlsAcceptor::from(tls.config);
-    let verifier = tls.client_verifier;
+    let ServerTls {
+        config,
+        client_verifier: verifier,
+        _reload: reload,
+    } = tls;
+    let acceptor = TlsAcceptor::from(config);
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
+        // The files are watched for as long as connections are accepted.
+        let _reload = reload;
         loop {
             let accepted = tokio::select! {
                 // The server has stopped taking connections: let go of the

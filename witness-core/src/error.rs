@@ -91,6 +91,11 @@ pub enum Error {
     /// The signer refused or could not be reached.
     #[error("signer: {detail}")]
     Signer { detail: String },
+    /// The signer's cosignature timestamp is off the witness's clock by more
+    /// than the tolerance, or before the log's previous cosignature: refused,
+    /// never revealed.
+    #[error("signer clock: {detail}")]
+    SignerClock { detail: String },
     /// The state store failed.
     #[error("state store: {detail}")]
     Storage { detail: String },
@@ -140,6 +145,7 @@ impl Error {
             Error::InvalidRequest { .. } => "invalid_request",
             Error::LogKeyChange { .. } => "log_key_change",
             Error::Signer { .. } => "signer",
+            Error::SignerClock { .. } => "signer_clock",
             Error::Storage { .. } => "storage",
             Error::Fetch { .. } => "fetch",
             Error::Archive { .. } => "archive",
@@ -156,8 +162,13 @@ impl Error {
             Error::NoTrustedSignature | Error::InvalidSignature { .. } => 403,
             Error::OldSizeMismatch { .. } | Error::LogKeyChange { .. } => 409,
             Error::ConsistencyProofInvalid { .. } | Error::RootMismatch { .. } => 422,
-            Error::Signer { .. } | Error::Storage { .. } | Error::Fetch { .. } => 503,
-            Error::Archive { .. } | Error::Config { .. } => 500,
+            Error::Signer { .. }
+            | Error::SignerClock { .. }
+            | Error::Storage { .. }
+            | Error::Fetch { .. }
+            // The spool's disk refused the checkpoint: not revealed, retry later.
+            | Error::Archive { .. } => 503,
+            Error::Config { .. } => 500,
             Error::TooLarge { .. } => 413,
             _ => 400,
         }

@@ -30,6 +30,8 @@ pub mod peer_identity;
 pub mod rekor;
 pub mod secret_file;
 pub mod tiles;
+#[cfg(feature = "tls-reload")]
+pub mod tls_reload;
 pub mod witness_api;
 
 pub use error::Error;

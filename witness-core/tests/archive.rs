@@ -74,7 +74,7 @@ async fn stores_every_checkpoint_and_a_manifest_listing_them(
     expected.push(signer.cosign("recosigned.example/log", 5, 5).await);
     assert_ne!(expected[12].object_name(), expected[13].object_name());
     for cosigned in &expected {
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually("every checkpoint stored", WAIT, || async {
         checkpoint_count(reader).await == expected.len()
@@ -123,7 +123,7 @@ async fn existing_objects_are_never_overwritten(
     let metrics = metrics();
     let running = Running::start(config, signer.clone(), metrics.clone());
     for cosigned in [&taken, &retried, &fresh] {
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually(
         "the conflict counted and the others written",
@@ -217,7 +217,7 @@ async fn storage_outage_loses_no_checkpoint() {
 
     let before = cosign_logs(&signer, "before", 3).await;
     for cosigned in &before {
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually("the first checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == before.len()
@@ -228,7 +228,7 @@ async fn storage_outage_loses_no_checkpoint() {
     let during = cosign_logs(&signer, "during", 5).await;
     for cosigned in &during {
         // Accepted at once although the store is down.
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually(
         "the outage checkpoints spooled and a write failing",
@@ -271,7 +271,7 @@ async fn restart_uploads_checkpoints_spooled_before_a_crash() {
 
     let running = Running::start(&config, signer.clone(), metrics());
     for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter);
+        checkpoint.submit(&running.submitter).await;
     }
     eventually("every checkpoint spooled", WAIT, || async {
         spooled_files(&config.spool_dir, "queue") == cosigned.len()
@@ -300,7 +300,7 @@ async fn crash_mid_period_still_lists_every_checkpoint_once() {
     let first = cosign_logs(&signer, "first", 4).await;
     let running = Running::start(&local.config, signer.clone(), metrics());
     for cosigned in &first {
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually("the first checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == first.len()
@@ -313,7 +313,7 @@ async fn crash_mid_period_still_lists_every_checkpoint_once() {
     let running = Running::start(&local.config, signer.clone(), metrics());
     // Submitted again after the crash too: the witness may retry.
     for cosigned in second.iter().chain(&first[..1]) {
-        cosigned.submit(&running.submitter);
+        cosigned.submit(&running.submitter).await;
     }
     eventually("the second checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == first.len() + second.len()
@@ -334,7 +334,7 @@ async fn manifest_is_never_written_unsigned() {
     let metrics = metrics();
     let running = Running::start(&local.config, refusing.clone(), metrics.clone());
     for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter);
+        checkpoint.submit(&running.submitter).await;
     }
     eventually("the checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == cosigned.len()
@@ -369,7 +369,7 @@ async fn every_checkpoint_is_listed_in_exactly_one_manifest_across_periods() {
     for round in 0..3 {
         let batch = cosign_logs(&signer, &format!("round{round}"), 3).await;
         for checkpoint in &batch {
-            checkpoint.submit(&running.submitter);
+            checkpoint.submit(&running.submitter).await;
         }
         cosigned.extend(batch);
         tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -412,7 +412,7 @@ async fn hostile_origins_stay_inside_the_archive_and_never_collide() {
     for origin in &origins {
         assert!(origin.len() <= 255);
         let checkpoint = signer.cosign(origin, 9, 0).await;
-        checkpoint.submit(&running.submitter);
+        checkpoint.submit(&running.submitter).await;
         cosigned.push(checkpoint);
     }
     eventually("every checkpoint stored", WAIT, || async {
@@ -490,7 +490,7 @@ async fn forged_or_foreign_manifest_does_not_verify() {
     let cosigned = cosign_logs(&signer, "forged", 2).await;
     let running = Running::start(&local.config, signer.clone(), metrics());
     for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter);
+        checkpoint.submit(&running.submitter).await;
     }
     eventually("the checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == cosigned.len()
@@ -538,30 +538,55 @@ async fn note_filed_under_another_origin_is_refused() {
     let error = archive
         .submitter()
         .submit("other.example/log", cosigned.cosigned_at, &cosigned.note)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), "origin_mismatch");
     assert_eq!(archive_writes(&metrics, "checkpoint", "error"), 1);
 }
 
 #[tokio::test]
-async fn full_queue_refuses_instead_of_growing_memory() {
+async fn full_queue_makes_submitters_wait_instead_of_dropping_or_growing_memory() {
     let mut local = LocalArchive::new();
     local.config.queue_capacity = 2;
     let signer = Arc::new(TestSigner::new(Some(Algorithm::EcdsaP256)).await);
-    let cosigned = cosign_logs(&signer, "full", 3).await;
+    let cosigned = cosign_logs(&signer, "full", 5).await;
     let metrics = metrics();
-    // Not running: nothing drains the queue.
-    let archive = Archive::open(&local.config, "w", signer.clone(), metrics.clone()).unwrap();
+    // Not running yet: nothing drains the queue.
+    let archive = Archive::open(
+        &local.config,
+        support_archive::WITNESS,
+        signer.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
     let submitter = archive.submitter();
-    cosigned[0].submit(&submitter);
-    cosigned[1].submit(&submitter);
-    let error = submitter
-        .submit(
-            &cosigned[2].origin,
-            cosigned[2].cosigned_at,
-            &cosigned[2].note,
-        )
-        .unwrap_err();
-    assert_eq!(error.kind(), "archive");
-    assert_eq!(archive_writes(&metrics, "checkpoint", "error"), 1);
+    let submissions: Vec<_> = cosigned
+        .iter()
+        .cloned()
+        .map(|cosigned| {
+            let submitter = submitter.clone();
+            tokio::spawn(async move { cosigned.submit(&submitter).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nobody is told the checkpoint is archived before it is.
+    assert!(submissions.iter().all(|task| !task.is_finished()));
+    assert_eq!(spooled_files(&local.config.spool_dir, "queue"), 0);
+    assert_eq!(archive_writes(&metrics, "checkpoint", "error"), 0);
+
+    // Once the archive runs, every waiting submitter gets its checkpoint in.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(archive.run(async move {
+        let _ = stopped.await;
+    }));
+    for submission in submissions {
+        tokio::time::timeout(Duration::from_secs(30), submission)
+            .await
+            .expect("submitters proceed once the spool drains")
+            .unwrap();
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_archived_exactly(&*local.reader(), &signer.manifest_verifier(), &cosigned).await;
+    assert_eq!(archive_writes(&metrics, "checkpoint", "error"), 0);
 }

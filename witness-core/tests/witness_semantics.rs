@@ -482,3 +482,177 @@ async fn changing_a_trusted_logs_key_is_refused_and_logs_are_never_removed() {
     );
     h.signer.server.stop().await;
 }
+
+/// A cosignature the archive cannot hold durably is never revealed: with the
+/// archive's spool refusing writes, the request fails with 503 and the state
+/// (which the monitoring endpoint serves) stays where it was; once the spool
+/// takes writes again the same checkpoint is cosigned, stored and archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
+    use witness_core::service::archive::{Archive, ArchiveConfig};
+    use witness_core::service::store::sqlite::SqliteStore;
+    use witness_core::service::witness::Witness;
+
+    let log = test_log(10);
+    let h = harness_with(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ArchiveConfig {
+        url: format!("file://{}", dir.path().join("objects").display()),
+        spool_dir: dir.path().join("spool"),
+        ..ArchiveConfig::default()
+    };
+    let archive = Archive::open(
+        &config,
+        "witness.example/semantics",
+        Arc::new(h.grpc_signer.clone()),
+        h.metrics.clone(),
+    )
+    .unwrap();
+    let submitter = archive.submitter();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let archiving = tokio::spawn(archive.run(async move {
+        let _ = stopped.await;
+    }));
+    let store: Arc<dyn witness_core::service::store::LogStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let witness = Witness::new(
+        vec![log.keys()],
+        Vec::new(),
+        h.own_keys(),
+        store.clone(),
+        Arc::new(h.grpc_signer.clone()),
+        Some(Arc::new(submitter)),
+        h.metrics.clone(),
+    )
+    .await
+    .unwrap();
+
+    // The spool's queue directory turns into a file: every spool write fails.
+    let queue = config.spool_dir.join("queue");
+    std::fs::remove_dir(&queue).unwrap();
+    std::fs::write(&queue, b"not a directory").unwrap();
+    let error = witness
+        .add_checkpoint(0, Vec::new(), &log.signed(10))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "archive");
+    assert_eq!(error.http_status(), 503);
+    assert!(store.state(ORIGIN).await.unwrap().is_none());
+    assert!(witness.checkpoint(ORIGIN).await.is_err());
+
+    std::fs::remove_file(&queue).unwrap();
+    std::fs::create_dir(&queue).unwrap();
+    let lines = witness
+        .add_checkpoint(0, Vec::new(), &log.signed(10))
+        .await
+        .unwrap();
+    assert_cosigns(&h, &log.checkpoint(10), &lines);
+    let state = store.state(ORIGIN).await.unwrap().unwrap();
+    assert_eq!(state.tree.size, 10);
+    stop.send(()).unwrap();
+    archiving.await.unwrap();
+    // The revealed note is among the archived objects, byte for byte.
+    let mut archived = Vec::new();
+    let mut dirs = vec![dir.path().join("objects").join("checkpoints")];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                archived.push(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    assert!(archived.contains(&state.note), "{} objects", archived.len());
+    h.signer.server.stop().await;
+}
+
+/// The real signer, with another request for the same log slipping in right
+/// after the witness's first call is refused (as under concurrent pushes).
+struct RacingCosigner {
+    signer: witness_core::service::signer_client::GrpcSigner,
+    racing_request: std::sync::Mutex<Option<(Checkpoint, u64, Vec<Hash>)>>,
+}
+
+#[async_trait::async_trait]
+impl witness_core::service::witness::Cosigner for RacingCosigner {
+    async fn cosign(
+        &self,
+        checkpoint: &Checkpoint,
+        old_size: u64,
+        proof: &[Hash],
+    ) -> witness_core::Result<witness_core::service::witness::Cosignature> {
+        let answer = self.signer.cosign(checkpoint, old_size, proof).await;
+        if matches!(answer, Err(Error::OldSizeMismatch { .. })) {
+            let racing = self.racing_request.lock().unwrap().take();
+            if let Some((checkpoint, old_size, proof)) = racing {
+                self.signer
+                    .cosign(&checkpoint, old_size, &proof)
+                    .await
+                    .unwrap();
+            }
+        }
+        answer
+    }
+
+    async fn sign_subtree(&self, request: &SubtreeRequest) -> witness_core::Result<Vec<String>> {
+        self.signer.sign_subtree(request).await
+    }
+}
+
+/// Two clients push the same update and a third the next one: the loser's
+/// same-size re-cosign finds the signer already further on. That is a race
+/// the log resolves with the 409's size, not a disagreement between the
+/// witness and its signer (which would be a 503 and an alarm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_passing_the_loser_get_409_not_a_signer_alarm() {
+    use witness_core::service::witness::{Cosigner as _, Witness};
+
+    let mut log = test_log(10);
+    log.grow(7);
+    let h = harness_with(&log).await;
+    // The winner of the same update reached the signer first.
+    h.grpc_signer
+        .cosign(&log.checkpoint(10), 0, &[])
+        .await
+        .unwrap();
+    let cosigner = RacingCosigner {
+        signer: h.grpc_signer.clone(),
+        racing_request: std::sync::Mutex::new(Some((log.checkpoint(17), 10, log.proof(10, 17)))),
+    };
+    let store: Arc<dyn witness_core::service::store::LogStore> = Arc::new(
+        witness_core::service::store::sqlite::SqliteStore::open(
+            &h.state_dir.path().join("racing.db"),
+        )
+        .unwrap(),
+    );
+    let witness = Witness::new(
+        vec![log.keys()],
+        Vec::new(),
+        h.own_keys(),
+        store.clone(),
+        Arc::new(cosigner),
+        None,
+        h.metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let error = witness
+        .add_checkpoint(0, Vec::new(), &log.signed(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::OldSizeMismatch {
+                stored_size: 17,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.http_status(), 409);
+    assert!(store.state(ORIGIN).await.unwrap().is_none());
+    h.signer.server.stop().await;
+}

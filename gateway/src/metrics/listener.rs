@@ -1,5 +1,7 @@
 //! The separate metrics listener: plain HTTP on loopback, or HTTPS (TLS 1.3,
-//! rustls on aws-lc-rs) that can require client certificates.
+//! rustls on aws-lc-rs) that can require client certificates. Its
+//! certificate, key and client CA are read again every
+//! `tls_reload_interval` (see [`witness_core::tls_reload`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,13 +11,11 @@ use std::time::Duration;
 
 use axum::Router;
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use witness_core::tls_reload::{ClientAuth, ReloadTask, TlsReloadMetrics, TlsReloader};
 
 use super::MetricsConfig;
 use crate::GatewayError;
@@ -32,7 +32,7 @@ const MAX_PENDING_HANDSHAKES: usize = 64;
 /// A bound metrics listener, plain or TLS.
 pub(super) enum MetricsServer {
     Plain(TcpListener),
-    Tls(TcpListener, TlsAcceptor),
+    Tls(TcpListener, TlsAcceptor, ReloadTask),
 }
 
 fn config_error(detail: String) -> GatewayError {
@@ -45,9 +45,17 @@ fn config_error(detail: String) -> GatewayError {
 pub(super) async fn bind(
     listen: SocketAddr,
     config: &MetricsConfig,
+    metrics: TlsReloadMetrics,
+    reload_interval: Duration,
 ) -> Result<MetricsServer, GatewayError> {
     let acceptor = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => Some(acceptor(cert, key, config.client_ca.as_deref())?),
+        (Some(cert), Some(key)) => Some(acceptor(
+            cert,
+            key,
+            config.client_ca.as_deref(),
+            metrics,
+            reload_interval,
+        )?),
         (None, None) if config.client_ca.is_some() => {
             return Err(config_error(
                 "client_ca needs cert and key: client certificates are checked over TLS".into(),
@@ -68,57 +76,45 @@ pub(super) async fn bind(
             detail: format!("binding the metrics listener {listen}: {e}"),
         })?;
     Ok(match acceptor {
-        Some(acceptor) => MetricsServer::Tls(tcp, acceptor),
+        Some((acceptor, reload)) => MetricsServer::Tls(tcp, acceptor, reload),
         None => MetricsServer::Plain(tcp),
     })
-}
-
-fn read_pem_file<T>(
-    path: &Path,
-    what: &str,
-    read: impl FnOnce(&Path) -> Result<T, rustls::pki_types::pem::Error>,
-) -> Result<T, GatewayError> {
-    read(path).map_err(|e| config_error(format!("{what} {}: {e}", path.display())))
 }
 
 fn acceptor(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<TlsAcceptor, GatewayError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain = read_pem_file(cert, "cert", |p| {
-        CertificateDer::pem_file_iter(p)?.collect::<Result<Vec<_>, _>>()
-    })?;
-    let key = read_pem_file(key, "key", |p| PrivateKeyDer::from_pem_file(p))?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    metrics: TlsReloadMetrics,
+    reload_interval: Duration,
+) -> Result<(TlsAcceptor, ReloadTask), GatewayError> {
+    let mut reloader = TlsReloader::new("metrics", metrics);
+    let certificate = reloader
+        .certified_key(cert, key)
+        .map_err(|e| config_error(format!("cert and key: {e}")))?;
+    let builder = ServerConfig::builder_with_provider(reloader.provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| config_error(e.to_string()))?;
     let builder = match client_ca {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in read_pem_file(path, "client_ca", |p| {
-                CertificateDer::pem_file_iter(p)?.collect::<Result<Vec<_>, _>>()
-            })? {
-                roots
-                    .add(ca)
-                    .map_err(|e| config_error(format!("client_ca {}: {e}", path.display())))?;
-            }
-            // Without `allow_unauthenticated`: no certificate, no connection.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| config_error(format!("client_ca {}: {e}", path.display())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        // Required: no certificate, no connection.
+        Some(path) => builder.with_client_cert_verifier(
+            reloader
+                .client_verifier(path, ClientAuth::Required)
+                .map_err(|e| config_error(format!("client_ca: {e}")))?,
+        ),
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| config_error(format!("cert and key: {e}")))?;
+    let mut server = builder.with_cert_resolver(certificate);
     // Scrapers speak HTTP/1.1; offering only it keeps the listener's
     // behaviour independent of the HTTP/2 support compiled into axum.
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    if client_ca.is_some() {
+        witness_core::tls_reload::no_resumption(&mut server);
+    }
+    Ok((
+        TlsAcceptor::from(Arc::new(server)),
+        reloader.spawn(reload_interval),
+    ))
 }
 
 impl MetricsServer {
@@ -132,7 +128,7 @@ impl MetricsServer {
             MetricsServer::Plain(tcp) => {
                 axum::serve(tcp, app).with_graceful_shutdown(shutdown).await
             }
-            MetricsServer::Tls(tcp, acceptor) => {
+            MetricsServer::Tls(tcp, acceptor, _reload) => {
                 let local = tcp.local_addr()?;
                 let (accepted, handshaken) = mpsc::channel(MAX_PENDING_HANDSHAKES);
                 tokio::spawn(accept_loop(tcp, acceptor, accepted));
@@ -222,7 +218,15 @@ mod tests {
     #[tokio::test]
     async fn client_certificates_cannot_be_required_over_plain_http() {
         let config = section("listen = \"127.0.0.1:0\"\nclient_ca = \"/ca.pem\"\n");
-        let error = bind(config.listen.unwrap(), &config).await.err().unwrap();
+        let error = bind(
+            config.listen.unwrap(),
+            &config,
+            TlsReloadMetrics::default(),
+            Duration::from_secs(10),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(
             error.to_string().contains("client_ca needs cert and key"),
             "{error}"
@@ -232,10 +236,27 @@ mod tests {
     #[tokio::test]
     async fn plain_http_metrics_are_refused_off_loopback() {
         let config = section("listen = \"0.0.0.0:0\"\n");
-        let error = bind(config.listen.unwrap(), &config).await.err().unwrap();
+        let error = bind(
+            config.listen.unwrap(),
+            &config,
+            TlsReloadMetrics::default(),
+            Duration::from_secs(10),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(error.to_string().contains("loopback only"), "{error}");
         let config = section("listen = \"127.0.0.1:0\"\n");
-        assert!(bind(config.listen.unwrap(), &config).await.is_ok());
+        assert!(
+            bind(
+                config.listen.unwrap(),
+                &config,
+                TlsReloadMetrics::default(),
+                Duration::from_secs(10)
+            )
+            .await
+            .is_ok()
+        );
     }
 
     #[test]

@@ -60,6 +60,15 @@ pub struct WitnessConfig {
     /// Mutual TLS for the gRPC listener (required for a non-loopback address).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// How often the TLS files (the listener's `tls` and the `signer` client's)
+    /// are read again (default `10s`); changed, valid files are used for new
+    /// connections without a restart, invalid ones are logged and counted in
+    /// `tls_reload_failures_total` while the previous ones stay in use.
+    #[serde(
+        default = "default_tls_reload_interval",
+        deserialize_with = "crate::service::duration"
+    )]
+    pub tls_reload_interval: Duration,
     /// Where the witness keeps its state: a SQLite file path (the embedded
     /// default, `/var/lib/witness/state.db`), or a `postgres://` URL for several
     /// replicas sharing one database.
@@ -150,6 +159,10 @@ pub struct AirgapConfig {
     pub mirror_key: PathBuf,
     /// How often `mirror_path` is scanned.
     pub scan_interval: Duration,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    crate::tls_reload::DEFAULT_RELOAD_INTERVAL
 }
 
 /// Mutual TLS of the gRPC listener.

@@ -43,6 +43,7 @@ pub struct WitnessMetrics {
     signer_seconds: Histogram<f64>,
     fetches: Counter<u64>,
     archive_writes: Counter<u64>,
+    tls: crate::tls_reload::TlsReloadMetrics,
 }
 
 impl WitnessMetrics {
@@ -89,7 +90,10 @@ impl WitnessMetrics {
                 }
             })
             .build();
+        let tls = crate::tls_reload::TlsReloadMetrics::default();
+        tls.register(&meter);
         Ok(WitnessMetrics {
+            tls,
             registry,
             gauges,
             verify_failures: meter
@@ -224,6 +228,12 @@ impl WitnessMetrics {
         if let Ok(mut gauges) = self.gauges.lock() {
             gauges.backfill_queue_depth.insert(log.to_owned(), depth);
         }
+    }
+
+    /// The TLS reload counts and certificate expiries of the witness's
+    /// listener and signer client.
+    pub fn tls(&self) -> &crate::tls_reload::TlsReloadMetrics {
+        &self.tls
     }
 
     /// The Prometheus text exposition.

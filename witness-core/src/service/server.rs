@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
 use witness_proto::witness::witness_server::WitnessServer;
 
 use crate::service::config::{Logs, ServiceMode, WitnessConfig};
@@ -21,6 +21,7 @@ use crate::service::store::postgres::PostgresStore;
 use crate::service::store::sqlite::SqliteStore;
 use crate::service::witness::{CheckpointArchive, Feed, Witness};
 use crate::service::{archive, feeder, recosign};
+use crate::tls_reload::{self, ClientAuth, PeerCertificates, ReloadTask, TlsReloader};
 use crate::{Error, Result};
 
 /// Completes when the stop signal turns true.
@@ -32,13 +33,14 @@ pub(crate) async fn stopping(mut stopped: watch::Receiver<bool>) {
     }
 }
 
+#[async_trait::async_trait]
 impl CheckpointArchive for archive::ArchiveSubmitter {
-    fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>) {
-        // The checkpoint is already durable in the state store; an archive
-        // refusal (queue full) is counted by the archive and logged here.
-        if let Err(error) = archive::ArchiveSubmitter::submit(self, origin, cosigned_at, &note) {
-            tracing::warn!(origin, error = %error, "checkpoint not queued for the archive");
-        }
+    async fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>) -> crate::Result<()> {
+        archive::ArchiveSubmitter::submit(self, origin, cosigned_at, &note)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(origin, error = %error, "checkpoint not archived: not revealed");
+            })
     }
 }
 
@@ -105,20 +107,33 @@ pub(crate) async fn signer_keys(
     }
 }
 
-fn server_tls(config: &WitnessConfig) -> Result<Option<ServerTlsConfig>> {
+/// The listener's mutual TLS 1.3, its certificate and client CA read again
+/// every `tls_reload_interval` (see [`crate::tls_reload`]), and the task
+/// watching the files.
+fn server_tls(
+    config: &WitnessConfig,
+    metrics: &WitnessMetrics,
+) -> Result<Option<(TlsAcceptor, ReloadTask)>> {
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| Error::Config {
-            detail: format!("{}: {e}", path.display()),
-        })
-    };
-    Ok(Some(
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
-            .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?)),
-    ))
+    let mut reloader = TlsReloader::new("grpc_server", metrics.tls().clone());
+    let certificate = reloader.certified_key(&tls.cert, &tls.key)?;
+    let verifier = reloader.client_verifier(&tls.client_ca, ClientAuth::Required)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(reloader.provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Config {
+            detail: format!("listener TLS: {e}"),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certificate);
+    // gRPC runs over HTTP/2 only.
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    tls_reload::no_resumption(&mut server);
+    Ok(Some((
+        TlsAcceptor::from(Arc::new(server)),
+        reloader.spawn(config.tls_reload_interval),
+    )))
 }
 
 /// Serves the witness on `listener` until `shutdown` completes. `base`
@@ -153,7 +168,8 @@ async fn run_online(
     let (stop, stopped) = watch::channel(false);
     let metrics = Arc::new(WitnessMetrics::new()?);
     let store = open_store(config).await?;
-    let signer = GrpcSigner::connect(&config.signer, metrics.clone())?;
+    let signer =
+        GrpcSigner::connect_reloading(&config.signer, metrics.clone(), config.tls_reload_interval)?;
     let mut waiting = stopped.clone();
     let keys = signer_keys(&signer, &mut waiting).await?;
     tracing::info!(witness = %keys.name, keys = keys.cosigning.len(), "signer keys loaded");
@@ -222,6 +238,7 @@ pub(crate) async fn serve_grpc(
     health_reporter
         .set_serving::<WitnessServer<WitnessGrpc>>()
         .await;
+    let tls = server_tls(config, witness.metrics())?;
     let mut builder = tonic::transport::Server::builder()
         // Each request's deadline: a stuck signer or database must not pile up
         // requests forever; the client sees DEADLINE_EXCEEDED and retries.
@@ -230,11 +247,6 @@ pub(crate) async fn serve_grpc(
         // over one) can have in flight, so one client cannot starve the rest.
         .concurrency_limit_per_connection(1024)
         .tcp_nodelay(true);
-    if let Some(tls) = server_tls(config)? {
-        builder = builder.tls_config(tls).map_err(|e| Error::Config {
-            detail: format!("listener TLS: {e}"),
-        })?;
-    }
     // With mutual TLS, every witness call needs a client certificate whose
     // identity is allowlisted; the CA alone only admits to the handshake (and
     // to health checks).
@@ -247,16 +259,17 @@ pub(crate) async fn serve_grpc(
         move |request: tonic::Request<()>| match &allowed {
             None => Ok(request),
             Some(allowed) => {
-                let certs = request.peer_certs();
-                let permitted =
-                    certs
-                        .as_ref()
-                        .and_then(|certs| certs.first())
-                        .is_some_and(|leaf| {
-                            crate::peer_identity::certificate_identities(leaf.as_ref())
-                                .iter()
-                                .any(|id| allowed.contains(id))
-                        });
+                // Set by the TLS listener from the verified handshake; a
+                // client cannot supply it.
+                let permitted = request
+                    .extensions()
+                    .get::<PeerCertificates>()
+                    .and_then(|certs| certs.0.first())
+                    .is_some_and(|leaf| {
+                        crate::peer_identity::certificate_identities(leaf.as_ref())
+                            .iter()
+                            .any(|id| allowed.contains(id))
+                    });
                 if permitted {
                     Ok(request)
                 } else {
@@ -267,15 +280,24 @@ pub(crate) async fn serve_grpc(
             }
         },
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = builder
-        .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, async {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let router = builder.add_service(health_service).add_service(service);
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let served = match tls {
+        Some((acceptor, _reload)) => {
+            router
+                .serve_with_incoming_shutdown(tls_reload::incoming(listener, acceptor), shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     served.map_err(|e| Error::Config {
         detail: format!("gRPC server: {e}"),
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use witness_proto::signer as pb;
 use witness_proto::signer::signer_client::SignerClient;
 
@@ -17,6 +17,7 @@ use crate::note::VerifierKey;
 use crate::service::archive::ManifestSigner;
 use crate::service::metrics::WitnessMetrics;
 use crate::service::witness::{Cosignature, Cosigner, SubtreeRequest};
+use crate::tls_reload::{self, ClientFiles, DEFAULT_RELOAD_INTERVAL};
 use crate::{Error, Result};
 
 /// How to reach the signer.
@@ -46,6 +47,36 @@ pub struct SignerConfig {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// How far the timestamp of a cosignature may be from this witness's clock;
+/// a cosignature further off is refused and counted
+/// (`witness_cosignatures_total{outcome="signer_clock"}`). Clocks synchronised
+/// by NTP agree within a second; a minute apart, one of them is wrong.
+pub const MAX_SIGNER_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Refuses a cosignature whose timestamp is more than `tolerance` away from
+/// `now` (seconds since the epoch), either way. A signer clock in the past
+/// makes the witness's statements ("as of this time, the largest tree") older
+/// than they are, and can take a log's cosignature times backwards; one in the
+/// future makes claims about a time not yet reached, which verifiers may
+/// reject (c2sp.org/tlog-cosignature).
+pub fn check_signer_clock(timestamp: u64, now: u64, tolerance: Duration) -> Result<()> {
+    let tolerance = tolerance.as_secs();
+    let (off, direction) = if timestamp >= now {
+        (timestamp - now, "ahead of")
+    } else {
+        (now - timestamp, "behind")
+    };
+    if off > tolerance {
+        return Err(Error::SignerClock {
+            detail: format!(
+                "the cosignature time {timestamp} is {off}s {direction} the witness's clock \
+                 (tolerance {tolerance}s); cosignature refused"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The signer's public keys, as the witness needs them.
@@ -86,35 +117,38 @@ fn status_error(status: &tonic::Status) -> Error {
 
 impl GrpcSigner {
     /// Connects lazily (the first call opens the connection, and reconnects
-    /// after failures) with the client certificate of `config`.
+    /// after failures) with the client certificate of `config`, reading the
+    /// TLS files again every [`DEFAULT_RELOAD_INTERVAL`].
     pub fn connect(config: &SignerConfig, metrics: Arc<WitnessMetrics>) -> Result<GrpcSigner> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| Error::Config {
-                detail: format!("{}: {e}", path.display()),
-            })
-        };
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&config.ca)?))
-            .identity(Identity::from_pem(
-                read(&config.client_cert)?,
-                read(&config.client_key)?,
-            ));
-        if let Some(name) = &config.server_name {
-            tls = tls.domain_name(name.clone());
-        }
-        let channel = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| Error::Config {
-                detail: format!("signer endpoint: {e}"),
-            })?
-            .tls_config(tls)
-            .map_err(|e| Error::Config {
-                detail: format!("signer TLS: {e}"),
-            })?
+        GrpcSigner::connect_reloading(config, metrics, DEFAULT_RELOAD_INTERVAL)
+    }
+
+    /// [`GrpcSigner::connect`], reading the CA bundle, the client certificate
+    /// and its key again every `reload_interval`: new connections use the
+    /// files as they are then (see [`crate::tls_reload`]).
+    pub fn connect_reloading(
+        config: &SignerConfig,
+        metrics: Arc<WitnessMetrics>,
+        reload_interval: Duration,
+    ) -> Result<GrpcSigner> {
+        let (endpoint, connector) = tls_reload::grpc_client(
+            "signer_client",
+            &config.endpoint,
+            config.server_name.as_deref(),
+            ClientFiles {
+                ca: &config.ca,
+                cert: &config.client_cert,
+                key: &config.client_key,
+            },
+            reload_interval,
+            metrics.tls().clone(),
+        )?;
+        let channel = endpoint
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
+            .connect_with_connector_lazy(connector);
         Ok(GrpcSigner {
             // A signed manifest carries its payload in base64: up to ~5.6 MB
             // for the signer's 4 MiB payload cap, above tonic's 4 MiB default.
@@ -155,6 +189,19 @@ impl GrpcSigner {
         Ok(keys)
     }
 
+    /// A cosignature whose timestamp is within the tolerance of this
+    /// witness's clock ([`check_signer_clock`]).
+    fn clock_checked(&self, cosignature: Cosignature) -> Result<Cosignature> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| Error::SignerClock {
+                detail: "the witness's clock is before 1970".into(),
+            })?
+            .as_secs();
+        check_signer_clock(cosignature.timestamp, now, MAX_SIGNER_CLOCK_SKEW)?;
+        Ok(cosignature)
+    }
+
     fn timed<T>(
         &self,
         operation: &'static str,
@@ -181,7 +228,7 @@ impl Cosigner for GrpcSigner {
         let started = Instant::now();
         let result = self.client.clone().cosign_checkpoint(request).await;
         let response = self.timed("cosign_checkpoint", started, result)?;
-        Ok(Cosignature {
+        self.clock_checked(Cosignature {
             lines: response.signature_lines,
             timestamp: response.timestamp,
         })
@@ -334,7 +381,8 @@ impl GrpcSigner {
             Ok(response) => {
                 let mut results = response.results.into_iter();
                 for answer in answers {
-                    let _ = answer.send(item_result(results.next()));
+                    let item = item_result(results.next());
+                    let _ = answer.send(item.and_then(|c| self.clock_checked(c)));
                 }
             }
             Err(error) => {

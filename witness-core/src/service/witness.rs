@@ -64,12 +64,13 @@ pub trait Cosigner: Send + Sync + 'static {
     }
 }
 
-/// Where cosigned checkpoints go after they are stored and revealed: the
-/// archive. Submitting never blocks or fails the request; the archive queues
-/// and retries on its own.
+/// Where every cosigned checkpoint goes before it is stored and revealed: the
+/// archive. A cosignature is revealed only after `submit` returns `Ok`.
+#[async_trait]
 pub trait CheckpointArchive: Send + Sync + 'static {
-    /// Queues a cosigned checkpoint note for archiving.
-    fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>);
+    /// Archives a cosigned checkpoint note: returns once it is durable (the
+    /// archive uploads it later on its own, retrying as long as it takes).
+    async fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>) -> Result<()>;
 }
 
 /// Fetches consistency proofs from a log, for the split-view check of
@@ -580,6 +581,19 @@ impl Witness {
             return Err(error);
         }
         let cosignature = self.cosign(&checkpoint, stored, &proof).await?;
+        // A log's cosignature times never go backwards (tlog-cosignature: each
+        // states the largest tree seen as of its time). The signer recorded
+        // this checkpoint; a retry once its clock is right re-cosigns it.
+        if let Some(previous) = state.as_ref().map(|s| s.cosigned_at)
+            && cosignature.timestamp < previous
+        {
+            return Err(Error::SignerClock {
+                detail: format!(
+                    "the cosignature time {} is before the log's previous one, {previous}",
+                    cosignature.timestamp
+                ),
+            });
+        }
         let log_signatures = log_signatures(&verified);
         self.store_and_reveal(&verified, &log_signatures, stored, cosignature)
             .await
@@ -590,7 +604,9 @@ impl Witness {
     /// cosigned it and its store is pending), which is a 409 with the signer's
     /// size; or the witness stopped after the signer recorded this very
     /// checkpoint but before storing it, which a same-size re-cosign resolves
-    /// (granted by the signer only for the same root).
+    /// (granted by the signer only for the same root). The re-cosign can lose
+    /// a race too, when other requests moved the signer further on meanwhile:
+    /// a 409 again. Only a signer behind the witness's state is an alarm.
     async fn cosign(
         &self,
         checkpoint: &Checkpoint,
@@ -605,10 +621,21 @@ impl Witness {
                     size = stored_size,
                     "the signer already recorded this size; re-cosigning at the same size"
                 );
-                self.cosigner
+                match self
+                    .cosigner
                     .cosign(checkpoint, checkpoint.size(), &[])
                     .await
-                    .map_err(signer_disagrees)
+                {
+                    Err(Error::OldSizeMismatch { stored_size, .. })
+                        if stored_size > checkpoint.size() =>
+                    {
+                        Err(Error::OldSizeMismatch {
+                            old_size,
+                            stored_size,
+                        })
+                    }
+                    other => other.map_err(signer_disagrees),
+                }
             }
             Err(Error::OldSizeMismatch { stored_size, .. }) if stored_size > old_size => {
                 Err(Error::OldSizeMismatch {
@@ -629,6 +656,16 @@ impl Witness {
     ) -> Result<Vec<String>> {
         let checkpoint = verified.checkpoint();
         let note = served_note(checkpoint, log_signatures, &cosignature.lines);
+        // Archived before anything can reveal it (the state is served by the
+        // monitoring endpoint): a crash after this point loses nothing, and a
+        // cosignature that then loses the race below is archived but never
+        // revealed, which is harmless: the signer's fork guard let it through,
+        // so it is consistent with everything else the witness signed.
+        if let Some(archive) = &self.archive {
+            archive
+                .submit(checkpoint.origin(), cosignature.timestamp, note.clone())
+                .await?;
+        }
         let new = LogState {
             origin: checkpoint.origin().to_owned(),
             tree: StoredTree {
@@ -651,9 +688,6 @@ impl Witness {
         }
         self.metrics
             .cosigned_at(checkpoint.origin(), cosignature.timestamp);
-        if let Some(archive) = &self.archive {
-            archive.submit(checkpoint.origin(), cosignature.timestamp, note);
-        }
         Ok(cosignature.lines)
     }
 

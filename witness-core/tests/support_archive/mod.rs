@@ -172,9 +172,11 @@ pub struct Cosigned {
 }
 
 impl Cosigned {
-    pub fn submit(&self, submitter: &ArchiveSubmitter) {
+    /// Archives it: returns once the archive holds it durably.
+    pub async fn submit(&self, submitter: &ArchiveSubmitter) {
         submitter
             .submit(&self.origin, self.cosigned_at, &self.note)
+            .await
             .unwrap();
     }
 

@@ -57,8 +57,9 @@ pub struct ArchiveConfig {
     pub spool_dir: PathBuf,
     /// The most checkpoints held in memory at each stage: submitted but not yet
     /// spooled, and read back from the spool for upload. When submissions
-    /// arrive faster than the spool's disk takes them, the excess is refused
-    /// (and counted); an object store outage only grows the spool. Default 1024.
+    /// arrive faster than the spool's disk takes them, submitters wait for
+    /// room (the witness answers later, never without archiving); an object
+    /// store outage only grows the spool. Default 1024.
     pub queue_capacity: usize,
     /// The longest wait between two attempts to write to the object store or to
     /// have a manifest signed; waits start at one second and double. Default `1m`.

@@ -40,18 +40,26 @@
 //!
 //! # Durability and ordering
 //!
-//! The witness answers before archiving (its own state store already holds the
-//! checkpoint), so [`ArchiveSubmitter::submit`] never waits on storage: it
-//! parses the note and hands it to a bounded in-memory queue. The archive then
-//! writes it to the local spool (see [`ArchiveConfig::spool_dir`]: temporary
-//! file, fsync, rename, directory fsync) before any upload, uploads from the
-//! spool with retries and exponential backoff, lists the object in the
-//! period's journal (fsynced) and only then deletes the spool file. So an object
-//! store outage of any length, or a restart, loses nothing: the spool is the
-//! queue, and at start the archive resumes it. Memory stays bounded during an
-//! outage because only `queue_capacity` spooled checkpoints are read back at a
-//! time. What a crash can lose is the few checkpoints submitted in the
-//! milliseconds before they reach the spool; a clean shutdown spools all.
+//! The witness reveals a cosignature only after the archive holds it durably:
+//! [`ArchiveSubmitter::submit`] parses the note, hands it to a bounded
+//! in-memory queue and waits until the archive has written it to the local
+//! spool (see [`ArchiveConfig::spool_dir`]). The spool is written with group
+//! commit: every checkpoint submitted while one batch is being written goes
+//! into the next batch, one file and one fsync for all of them, so the cost of
+//! durability is shared by the requests in flight. When the disk falls
+//! behind, the queue fills and submitters wait for room (backpressure); a
+//! checkpoint is never dropped once accepted. A batch the disk refuses fails
+//! every submission in it, and the witness then refuses the requests, so no
+//! cosignature is revealed that the archive could lose.
+//!
+//! The archive then uploads from the spool with retries and exponential
+//! backoff, a batch at a time: the objects of a batch are written, made durable
+//! together (one `syncfs` for a local archive), listed in the period's journal
+//! with one fsynced append, and only then is their spool file deleted. So an
+//! object store outage of any length, or a restart or crash at any point,
+//! loses nothing: the spool is the queue, and at start the archive resumes it.
+//! Memory stays bounded during an outage because only about `queue_capacity`
+//! spooled checkpoints are read back at a time.
 //!
 //! Periods are aligned to multiples of [`ArchiveConfig::period`]. At each
 //! boundary the period's journal is sealed and its manifest signed through the
@@ -73,11 +81,9 @@ mod uploader;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::service::metrics::WitnessMetrics;
 use crate::{Error, Result};
@@ -92,7 +98,7 @@ pub use manifest::{
 pub(crate) use manifest::envelope as dsse_envelope;
 pub(crate) use manifest::statement as manifest_statement;
 use spool::Spool;
-use uploader::{Backoff, Uploader, UploaderSettings, unix_now};
+use uploader::{Uploader, UploaderSettings, unix_now};
 
 /// Signs manifests: the signer's `SignManifest` call (manifest key, DSSE).
 #[async_trait]
@@ -108,42 +114,61 @@ pub struct Archive {
     next_sequence: u64,
     uploader: Uploader,
     metrics: Arc<WitnessMetrics>,
-    max_retry_interval: Duration,
-    sender: mpsc::Sender<ArchivedCheckpoint>,
-    receiver: mpsc::Receiver<ArchivedCheckpoint>,
+    sender: mpsc::Sender<Submission>,
+    receiver: mpsc::Receiver<Submission>,
 }
+
+/// A checkpoint waiting for the spool, and who to tell once it is durable.
+struct Submission {
+    checkpoint: ArchivedCheckpoint,
+    spooled: oneshot::Sender<Result<()>>,
+}
+
+/// The most checkpoints written to the spool in one batch (one file, one fsync).
+const MAX_SPOOL_BATCH: usize = 1_024;
 
 /// Hands cosigned checkpoints to the archive; cheap to clone.
 #[derive(Clone)]
 pub struct ArchiveSubmitter {
-    sender: mpsc::Sender<ArchivedCheckpoint>,
+    sender: mpsc::Sender<Submission>,
     metrics: Arc<WitnessMetrics>,
 }
 
 impl ArchiveSubmitter {
-    /// Queues a cosigned checkpoint note (checkpoint text and signature lines,
-    /// exactly as the witness returned it) cosigned at `cosigned_at` (seconds
-    /// since the Unix epoch). Never waits. Fails, and counts a failed
-    /// checkpoint write, if the note is not a checkpoint of `origin`, if the
-    /// archive has stopped, or if `queue_capacity` checkpoints are already
-    /// waiting for the spool's disk.
-    pub fn submit(&self, origin: &str, cosigned_at: u64, note: &[u8]) -> Result<()> {
-        let queued = ArchivedCheckpoint::new(origin, cosigned_at, note).and_then(|checkpoint| {
-            self.sender
-                .try_send(checkpoint)
-                .map_err(|error| Error::Archive {
-                    detail: match error {
-                        TrySendError::Full(_) => {
-                            "queue is full: the spool's disk is not keeping up".to_owned()
-                        }
-                        TrySendError::Closed(_) => "the archive has stopped".to_owned(),
-                    },
-                })
-        });
-        if queued.is_err() {
+    /// Archives a cosigned checkpoint note (checkpoint text and signature
+    /// lines, exactly as the witness returns it) cosigned at `cosigned_at`
+    /// (seconds since the Unix epoch): returns once it is durable in the spool,
+    /// from where it reaches the object store whatever happens next. Waits
+    /// while `queue_capacity` checkpoints are already waiting for the spool's
+    /// disk. Fails, and counts a failed checkpoint write, if the note is not a
+    /// checkpoint of `origin`, if the archive has stopped, or if the spool's
+    /// disk refused the batch.
+    pub async fn submit(&self, origin: &str, cosigned_at: u64, note: &[u8]) -> Result<()> {
+        let checkpoint = match ArchivedCheckpoint::new(origin, cosigned_at, note) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                self.metrics.archive_write("checkpoint", false);
+                return Err(error);
+            }
+        };
+        let stopped = || Error::Archive {
+            detail: "the archive has stopped".to_owned(),
+        };
+        let (spooled, receipt) = oneshot::channel();
+        if self
+            .sender
+            .send(Submission {
+                checkpoint,
+                spooled,
+            })
+            .await
+            .is_err()
+        {
             self.metrics.archive_write("checkpoint", false);
+            return Err(stopped());
         }
-        queued
+        // The spooler counts its own failures.
+        receipt.await.map_err(|_| stopped())?
     }
 }
 
@@ -183,7 +208,6 @@ impl Archive {
             next_sequence,
             uploader,
             metrics,
-            max_retry_interval: config.max_retry_interval,
             sender,
             receiver,
         })
@@ -207,7 +231,6 @@ impl Archive {
             next_sequence,
             uploader,
             metrics,
-            max_retry_interval,
             sender,
             receiver,
         } = self;
@@ -219,7 +242,6 @@ impl Archive {
             spool,
             next_sequence,
             metrics,
-            retry: Backoff::new(max_retry_interval),
             wake: wake.clone(),
         };
         let signal = async move {
@@ -236,19 +258,18 @@ impl Archive {
     }
 }
 
-/// Moves submissions from memory to the spool.
+/// Moves submissions from memory to the spool, a batch at a time.
 struct Spooler {
     spool: Arc<Spool>,
     next_sequence: u64,
     metrics: Arc<WitnessMetrics>,
-    retry: Backoff,
     wake: Arc<Notify>,
 }
 
 impl Spooler {
     async fn run(
         mut self,
-        mut receiver: mpsc::Receiver<ArchivedCheckpoint>,
+        mut receiver: mpsc::Receiver<Submission>,
         mut stopped: watch::Receiver<bool>,
     ) {
         loop {
@@ -256,44 +277,63 @@ impl Spooler {
                 next = receiver.recv() => next,
                 _ = stopped.wait_for(|stop| *stop) => None,
             };
-            let Some(checkpoint) = next else {
+            let Some(first) = next else {
                 break;
             };
-            // The caller was told the checkpoint is accepted: keep trying
-            // until the disk takes it, or the archive stops.
-            while let Err(error) = self.enqueue(&checkpoint).await {
-                self.metrics.archive_write("checkpoint", false);
-                if *stopped.borrow() {
-                    tracing::error!(%error, origin = checkpoint.origin(), "checkpoint not archived: cannot spool it");
-                    break;
-                }
-                let wait = self.retry.fail();
-                tracing::error!(%error, ?wait, "cannot spool a checkpoint; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stopped.wait_for(|stop| *stop) => {}
+            let mut batch = vec![first];
+            while batch.len() < MAX_SPOOL_BATCH {
+                match receiver.try_recv() {
+                    Ok(submission) => batch.push(submission),
+                    Err(_) => break,
                 }
             }
+            self.write(batch).await;
         }
         // Spool what was submitted before the stop.
         receiver.close();
-        while let Some(checkpoint) = receiver.recv().await {
-            if let Err(error) = self.enqueue(&checkpoint).await {
-                self.metrics.archive_write("checkpoint", false);
-                tracing::error!(%error, origin = checkpoint.origin(), "checkpoint not archived: cannot spool it");
+        let mut batch = Vec::new();
+        while let Some(submission) = receiver.recv().await {
+            batch.push(submission);
+            if batch.len() == MAX_SPOOL_BATCH {
+                self.write(std::mem::take(&mut batch)).await;
             }
+        }
+        if !batch.is_empty() {
+            self.write(batch).await;
         }
     }
 
-    async fn enqueue(&mut self, checkpoint: &ArchivedCheckpoint) -> Result<()> {
-        let sequence = self.next_sequence;
-        let owned = checkpoint.clone();
-        self.spool
-            .call(move |spool| spool.enqueue(sequence, &owned))
-            .await?;
-        self.next_sequence += 1;
-        self.retry.succeed();
-        self.wake.notify_one();
-        Ok(())
+    /// Writes one batch and tells every submitter the outcome.
+    async fn write(&mut self, batch: Vec<Submission>) {
+        let first = self.next_sequence;
+        // A failed batch's numbers are not reused: its file may have landed.
+        self.next_sequence += batch.len() as u64;
+        let (checkpoints, receipts): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|submission| (submission.checkpoint, submission.spooled))
+            .unzip();
+        let count = checkpoints.len();
+        let written = self
+            .spool
+            .call(move |spool| spool.enqueue_batch(first, &checkpoints))
+            .await;
+        match &written {
+            Ok(()) => self.wake.notify_one(),
+            Err(error) => {
+                tracing::error!(%error, checkpoints = count, "cannot spool checkpoints: refusing them");
+                for _ in 0..count {
+                    self.metrics.archive_write("checkpoint", false);
+                }
+            }
+        }
+        for receipt in receipts {
+            // A submitter that gave up no longer listens; nothing to do.
+            let _ = receipt.send(match &written {
+                Ok(()) => Ok(()),
+                Err(error) => Err(Error::Archive {
+                    detail: error.to_string(),
+                }),
+            });
+        }
     }
 }

@@ -3,16 +3,21 @@
 //! loses a checkpoint or a manifest entry. Blocking file I/O: the archive calls
 //! it through `spawn_blocking`.
 //!
-//! - `queue/<sequence>.json`: a submitted checkpoint (origin, cosignature time,
-//!   note in base64), written to a temporary file that is fsynced, renamed into
-//!   place and its directory fsynced. Removed once its object is written and
-//!   listed in the period journal.
+//! - `queue/<first>-<last>.jsonl`: a batch of submitted checkpoints with the
+//!   sequence numbers `first..=last`, one JSON object a line (origin,
+//!   cosignature time, note in base64), written to a temporary file that is
+//!   fsynced, renamed into place and its directory fsynced: one group commit
+//!   for every checkpoint submitted while the previous batch was being
+//!   written. Removed once every checkpoint in it is written and listed in the
+//!   period journal. (`queue/<sequence>.json`, one checkpoint, is read too.)
 //! - `periods/open-<start>.jsonl`: the journal of the objects written in the
-//!   current period, one `{"name","sha256"}` line each, fsynced line by line.
+//!   current period, one `{"name","sha256"}` line each, appended and fsynced a
+//!   batch of lines at a time.
 //! - `periods/sealed-<start>-<end>.jsonl`: a closed period whose manifest is not
 //!   written yet. Removed once it is.
-//! - `conflicts/`: queue files and sealed journals refused because a different
-//!   object already holds their name (or unreadable), kept for the operator.
+//! - `conflicts/`: checkpoints (`<sequence>.json`) refused because a different
+//!   object already holds their name, unreadable queue files, and sealed
+//!   journals whose manifest name is taken, kept for the operator.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
@@ -57,8 +62,10 @@ struct JournalLine {
 
 /// A checkpoint read back from the queue.
 pub(crate) struct Queued {
-    /// Its file name in `queue/`.
+    /// The name in `queue/` of the file holding it.
     pub file: String,
+    /// Its submission sequence number.
+    pub sequence: u64,
     pub checkpoint: ArchivedCheckpoint,
 }
 
@@ -66,6 +73,8 @@ pub(crate) struct Queued {
 pub(crate) struct QueueScan {
     /// Checkpoints in submission order.
     pub queued: Vec<Queued>,
+    /// Each queue file read, with the number of checkpoints it holds.
+    pub files: Vec<(String, usize)>,
     /// Whether more are waiting beyond the limit.
     pub more: bool,
     /// Unreadable queue files moved to `conflicts/`.
@@ -87,8 +96,39 @@ pub(crate) struct Spool {
     conflicts: PathBuf,
 }
 
-fn queue_sequence(name: &str) -> Option<u64> {
-    name.strip_suffix(".json")?.parse().ok()
+/// The sequence numbers a queue (or set-aside) file holds: `<n>.json` holds
+/// `n`, `<first>-<last>.jsonl` holds `first..=last`.
+fn queue_sequences(name: &str) -> Option<(u64, u64)> {
+    if let Some(stem) = name.strip_suffix(".jsonl") {
+        let (first, last) = stem.split_once('-')?;
+        let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+        return (first <= last).then_some((first, last));
+    }
+    let sequence = name.strip_suffix(".json")?.parse().ok()?;
+    Some((sequence, sequence))
+}
+
+/// Writes `body` to `dir/name` durably: temporary file, fsync, rename, directory fsync.
+fn write_durably(dir: &Path, name: &str, body: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&temporary).map_err(|e| io_error("create", &temporary, e))?;
+    file.write_all(body)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("write", &temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| io_error("rename", &temporary, e))?;
+    fsync_dir(dir)
+}
+
+fn queue_line(checkpoint: &ArchivedCheckpoint) -> Result<Vec<u8>> {
+    serde_json::to_vec(&QueueFile {
+        origin: checkpoint.origin().to_owned(),
+        cosigned_at: checkpoint.cosigned_at(),
+        note: BASE64.encode(checkpoint.note()),
+    })
+    .map_err(|e| Error::Archive {
+        detail: format!("spool: encoding: {e}"),
+    })
 }
 
 impl Spool {
@@ -120,9 +160,9 @@ impl Spool {
                 if name.ends_with(".tmp") {
                     let path = dir.join(&name);
                     fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
-                } else if let Some(sequence) = queue_sequence(&name) {
+                } else if let Some((_, last)) = queue_sequences(&name) {
                     // Set-aside files keep their names: never reuse one.
-                    next = next.max(sequence + 1);
+                    next = next.max(last.saturating_add(1));
                 }
             }
         }
@@ -130,59 +170,80 @@ impl Spool {
         Ok((spool, next))
     }
 
-    /// Durably queues a checkpoint under `sequence`.
-    pub fn enqueue(&self, sequence: u64, checkpoint: &ArchivedCheckpoint) -> Result<()> {
-        let body = serde_json::to_vec(&QueueFile {
-            origin: checkpoint.origin().to_owned(),
-            cosigned_at: checkpoint.cosigned_at(),
-            note: BASE64.encode(checkpoint.note()),
-        })
-        .map_err(|e| Error::Archive {
-            detail: format!("spool: encoding: {e}"),
-        })?;
-        let path = self.queue.join(format!("{sequence:020}.json"));
-        let temporary = self.queue.join(format!("{sequence:020}.json.tmp"));
-        let mut file = File::create(&temporary).map_err(|e| io_error("create", &temporary, e))?;
-        file.write_all(&body)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error("write", &temporary, e))?;
-        fs::rename(&temporary, &path).map_err(|e| io_error("rename", &temporary, e))?;
-        fsync_dir(&self.queue)
+    /// Durably queues `checkpoints` (at least one) under the sequence numbers
+    /// from `first` on, in one file and one fsync.
+    pub fn enqueue_batch(&self, first: u64, checkpoints: &[ArchivedCheckpoint]) -> Result<()> {
+        let Some(last) = (checkpoints.len() as u64)
+            .checked_sub(1)
+            .and_then(|n| first.checked_add(n))
+        else {
+            return Err(Error::Archive {
+                detail: "spool: empty batch or sequence overflow".to_owned(),
+            });
+        };
+        let mut body = Vec::with_capacity(checkpoints.len() * 512);
+        for checkpoint in checkpoints {
+            body.extend_from_slice(&queue_line(checkpoint)?);
+            body.push(b'\n');
+        }
+        write_durably(&self.queue, &format!("{first:020}-{last:020}.jsonl"), &body)
     }
 
-    /// Up to `limit` queued checkpoints, oldest first. Files that do not parse
-    /// are moved to `conflicts/` and counted.
+    /// The oldest queued checkpoints: whole queue files, oldest first, until
+    /// at least `limit` checkpoints are read. Files that do not parse are
+    /// moved to `conflicts/` and counted.
     pub fn queued(&self, limit: usize) -> Result<QueueScan> {
         let mut names: Vec<String> = list(&self.queue)?
             .into_iter()
-            .filter(|name| queue_sequence(name).is_some())
+            .filter(|name| queue_sequences(name).is_some())
             .collect();
-        // After a long outage the queue holds millions of files and is read
-        // `limit` at a time: pick the oldest in linear time, sort only those.
-        let more = names.len() > limit;
-        if more {
+        // After a long outage the queue holds many files and is read about
+        // `limit` checkpoints at a time (each file holds at least one): pick
+        // the oldest in linear time, sort only those. Zero-padded names sort
+        // by their first sequence number.
+        let limit = limit.max(1);
+        let truncated = names.len() > limit;
+        if truncated {
             names.select_nth_unstable(limit);
             names.truncate(limit);
         }
         names.sort_unstable();
         let mut scan = QueueScan {
-            queued: Vec::with_capacity(names.len()),
-            more,
+            queued: Vec::new(),
+            files: Vec::new(),
+            more: false,
             set_aside: 0,
         };
-        for file in names {
-            let path = self.queue.join(&file);
+        scan.more = truncated;
+        for file in &names {
+            if scan.queued.len() >= limit {
+                scan.more = true;
+                break;
+            }
+            let path = self.queue.join(file);
             let bytes = match fs::read(&path) {
                 Ok(bytes) => bytes,
                 // Removed since the listing: already archived.
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("read", &path, e)),
             };
-            match parse_queue_file(&bytes) {
-                Ok(checkpoint) => scan.queued.push(Queued { file, checkpoint }),
+            match parse_queue_file(file, &bytes) {
+                Ok(checkpoints) => {
+                    scan.files.push((file.clone(), checkpoints.len()));
+                    scan.queued
+                        .extend(
+                            checkpoints
+                                .into_iter()
+                                .map(|(sequence, checkpoint)| Queued {
+                                    file: file.clone(),
+                                    sequence,
+                                    checkpoint,
+                                }),
+                        );
+                }
                 Err(error) => {
-                    tracing::error!(file = %path.display(), %error, "unreadable spooled checkpoint set aside");
-                    self.set_aside(&file)?;
+                    tracing::error!(file = %path.display(), %error, "unreadable spooled checkpoints set aside");
+                    self.move_to_conflicts(&self.queue, file)?;
                     scan.set_aside += 1;
                 }
             }
@@ -190,19 +251,31 @@ impl Spool {
         Ok(scan)
     }
 
-    /// Forgets a queued checkpoint once it is archived.
-    pub fn dequeue(&self, file: &str) -> Result<()> {
-        let path = self.queue.join(file);
-        match fs::remove_file(&path) {
-            Ok(()) => fsync_dir(&self.queue),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error("remove", &path, e)),
+    /// Forgets queue files once every checkpoint in them is archived: one
+    /// directory fsync for all of them.
+    pub fn dequeue(&self, files: &[String]) -> Result<()> {
+        let mut removed = false;
+        for file in files {
+            let path = self.queue.join(file);
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("remove", &path, e)),
+            }
         }
+        if removed {
+            fsync_dir(&self.queue)?;
+        }
+        Ok(())
     }
 
-    /// Moves a queued checkpoint to `conflicts/`.
-    pub fn set_aside(&self, file: &str) -> Result<()> {
-        self.move_to_conflicts(&self.queue, file)
+    /// Keeps a checkpoint the archive refused in `conflicts/<sequence>.json`.
+    pub fn set_aside(&self, sequence: u64, checkpoint: &ArchivedCheckpoint) -> Result<()> {
+        write_durably(
+            &self.conflicts,
+            &format!("{sequence:020}.json"),
+            &queue_line(checkpoint)?,
+        )
     }
 
     fn move_to_conflicts(&self, dir: &Path, file: &str) -> Result<()> {
@@ -220,24 +293,34 @@ impl Spool {
         format!("sealed-{start:020}-{end:020}.jsonl")
     }
 
-    /// Appends an object to the journal of the period opened at `start`.
-    pub fn record(&self, start: u64, subject: &ManifestSubject) -> Result<()> {
+    /// Appends objects to the journal of the period opened at `start`, with
+    /// one fsync.
+    pub fn record(&self, start: u64, subjects: &[ManifestSubject]) -> Result<()> {
+        if subjects.is_empty() {
+            return Ok(());
+        }
         let path = self.open_journal(start);
         let created = !path.exists();
-        let mut line = serde_json::to_vec(&JournalLine {
-            name: subject.name.clone(),
-            sha256: hex::encode(subject.sha256),
-        })
-        .map_err(|e| Error::Archive {
-            detail: format!("spool: encoding: {e}"),
-        })?;
-        line.push(b'\n');
+        let mut lines = Vec::with_capacity(subjects.len() * 160);
+        for subject in subjects {
+            serde_json::to_writer(
+                &mut lines,
+                &JournalLine {
+                    name: subject.name.clone(),
+                    sha256: hex::encode(subject.sha256),
+                },
+            )
+            .map_err(|e| Error::Archive {
+                detail: format!("spool: encoding: {e}"),
+            })?;
+            lines.push(b'\n');
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
-        file.write_all(&line)
+        file.write_all(&lines)
             .and_then(|()| file.sync_data())
             .map_err(|e| io_error("append to", &path, e))?;
         if created {
@@ -306,14 +389,35 @@ fn list(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn parse_queue_file(bytes: &[u8]) -> Result<ArchivedCheckpoint> {
-    let file: QueueFile = serde_json::from_slice(bytes).map_err(|e| Error::Archive {
-        detail: format!("spool: queue file: {e}"),
-    })?;
-    let note = BASE64.decode(&file.note).map_err(|_| Error::Archive {
-        detail: "spool: queue file: note is not base64".to_owned(),
-    })?;
-    ArchivedCheckpoint::new(&file.origin, file.cosigned_at, &note)
+/// The checkpoints of queue file `name`, with their sequence numbers.
+fn parse_queue_file(name: &str, bytes: &[u8]) -> Result<Vec<(u64, ArchivedCheckpoint)>> {
+    let invalid = |detail: String| Error::Archive {
+        detail: format!("spool: queue file: {detail}"),
+    };
+    let (first, last) = queue_sequences(name).ok_or_else(|| invalid("bad name".to_owned()))?;
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
+    if lines.len() as u64 != last - first + 1 {
+        return Err(invalid(format!(
+            "{} checkpoints where its name says {}",
+            lines.len(),
+            last - first + 1
+        )));
+    }
+    let mut checkpoints = Vec::with_capacity(lines.len());
+    for (sequence, line) in (first..=last).zip(lines) {
+        let file: QueueFile = serde_json::from_slice(line).map_err(|e| invalid(e.to_string()))?;
+        let note = BASE64
+            .decode(&file.note)
+            .map_err(|_| invalid("note is not base64".to_owned()))?;
+        checkpoints.push((
+            sequence,
+            ArchivedCheckpoint::new(&file.origin, file.cosigned_at, &note)?,
+        ));
+    }
+    Ok(checkpoints)
 }
 
 /// `open-<start>.jsonl` or `sealed-<start>-<end>.jsonl`.
@@ -380,7 +484,7 @@ mod tests {
     fn torn_journal_line_is_cut_and_later_lines_stay_readable() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
-        spool.record(60, &subject(1)).unwrap();
+        spool.record(60, &[subject(1)]).unwrap();
         let journal = spool.open_journal(60);
         let mut file = OpenOptions::new().append(true).open(&journal).unwrap();
         file.write_all(b"{\"name\":\"checkpoints/o/2.t").unwrap();
@@ -388,7 +492,7 @@ mod tests {
 
         let (spool, _) = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.periods().unwrap()[0].subjects, vec![subject(1)]);
-        spool.record(60, &subject(2)).unwrap();
+        spool.record(60, &[subject(2)]).unwrap();
         spool.seal(60, 120).unwrap();
         let periods = spool.periods().unwrap();
         assert_eq!(periods.len(), 1);
@@ -405,17 +509,14 @@ mod tests {
             let note = format!("example.org/log\n{sequence}\n{root}\n\n\u{2014} w AAAAAAE=\n");
             let checkpoint =
                 ArchivedCheckpoint::new("example.org/log", 1, note.as_bytes()).unwrap();
-            spool.enqueue(sequence, &checkpoint).unwrap();
+            spool.enqueue_batch(sequence, &[checkpoint]).unwrap();
         }
         let scan = spool.queued(3).unwrap();
-        let files: Vec<_> = scan.queued.iter().map(|q| q.file.as_str()).collect();
+        let sequences: Vec<_> = scan.queued.iter().map(|q| q.sequence).collect();
+        assert_eq!(sequences, [1, 2, 5]);
         assert_eq!(
-            files,
-            [
-                "00000000000000000001.json",
-                "00000000000000000002.json",
-                "00000000000000000005.json"
-            ]
+            scan.files[0].0,
+            "00000000000000000001-00000000000000000001.jsonl"
         );
         assert!(scan.more);
         assert_eq!(
@@ -438,5 +539,58 @@ mod tests {
         let (spool, next) = Spool::open(dir.path()).unwrap();
         assert_eq!(next, 8);
         assert!(list(&spool.queue).unwrap().is_empty());
+    }
+
+    fn checkpoint(size: u64) -> ArchivedCheckpoint {
+        let root = BASE64.encode([7u8; 32]);
+        let note = format!("example.org/log\n{size}\n{root}\n\n\u{2014} w AAAAAAE=\n");
+        ArchivedCheckpoint::new("example.org/log", size, note.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn batch_is_one_durable_file_read_back_whole_with_its_sequence_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let batch = [checkpoint(10), checkpoint(11), checkpoint(12)];
+        spool.enqueue_batch(3, &batch).unwrap();
+        assert_eq!(
+            list(&spool.queue).unwrap(),
+            ["00000000000000000003-00000000000000000005.jsonl"]
+        );
+        // A file is read whole even past the limit: its checkpoints are
+        // finished together.
+        let scan = spool.queued(1).unwrap();
+        let sequences: Vec<_> = scan.queued.iter().map(|q| q.sequence).collect();
+        assert_eq!(sequences, [3, 4, 5]);
+        let read: Vec<_> = scan.queued.iter().map(|q| q.checkpoint.clone()).collect();
+        assert_eq!(read, batch);
+        assert!(!scan.more);
+        let (spool, next) = Spool::open(dir.path()).unwrap();
+        assert_eq!(next, 6);
+        spool.dequeue(&[scan.files[0].0.clone()]).unwrap();
+        assert!(list(&spool.queue).unwrap().is_empty());
+        assert!(spool.enqueue_batch(7, &[]).is_err());
+    }
+
+    #[test]
+    fn queue_file_holding_fewer_checkpoints_than_its_name_says_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        spool
+            .enqueue_batch(0, &[checkpoint(1), checkpoint(2)])
+            .unwrap();
+        let name = "00000000000000000000-00000000000000000001.jsonl";
+        let bytes = fs::read(spool.queue.join(name)).unwrap();
+        let first_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        fs::write(spool.queue.join(name), &bytes[..first_line]).unwrap();
+        spool.enqueue_batch(2, &[checkpoint(3)]).unwrap();
+        let scan = spool.queued(10).unwrap();
+        assert_eq!(scan.set_aside, 1);
+        let sequences: Vec<_> = scan.queued.iter().map(|q| q.sequence).collect();
+        assert_eq!(sequences, [2]);
+        assert_eq!(list(&spool.conflicts).unwrap(), [name]);
+        // Set-aside numbers stay taken.
+        let (_, next) = Spool::open(dir.path()).unwrap();
+        assert_eq!(next, 3);
     }
 }

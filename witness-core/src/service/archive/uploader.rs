@@ -1,7 +1,7 @@
 //! The archive's writer: takes spooled checkpoints to the object store, keeps
 //! the journal of each period, and writes each closed period's signed manifest.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +25,10 @@ use crate::{Error, Result};
 /// connections it holds open; 8 keeps a backlog after an outage draining at
 /// several times the witness's cosigning rate.
 const UPLOAD_CONCURRENCY: usize = 8;
+
+/// Objects written per batch: each batch ends with one durability barrier for
+/// a local archive and one journal append, whatever its size.
+const UPLOAD_BATCH: usize = 256;
 
 /// The first wait after a failure; waits double up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -122,6 +126,9 @@ pub(crate) struct Uploader {
     period: u64,
     batch_limit: usize,
     pending: VecDeque<Queued>,
+    /// Checkpoints of each loaded queue file not yet archived (or set aside):
+    /// the file is removed when this reaches zero.
+    unfinished: HashMap<String, usize>,
     more_queued: bool,
     current: OpenPeriod,
     sealed: VecDeque<SealedPeriod>,
@@ -201,6 +208,7 @@ impl Uploader {
             period,
             batch_limit,
             pending: VecDeque::new(),
+            unfinished: HashMap::new(),
             more_queued: true,
             current: current.unwrap_or_else(|| OpenPeriod::new(now, period, Vec::new())),
             sealed,
@@ -279,6 +287,8 @@ impl Uploader {
     }
 
     /// Reads the next queued checkpoints from the spool; false if it failed.
+    /// Called only when nothing is pending, so every file loaded before is
+    /// finished.
     async fn load_queue(&mut self) -> bool {
         let limit = self.batch_limit;
         match self.spool.call(move |spool| spool.queued(limit)).await {
@@ -286,6 +296,7 @@ impl Uploader {
                 for _ in 0..scan.set_aside {
                     self.metrics.archive_write("checkpoint", false);
                 }
+                self.unfinished = scan.files.into_iter().collect();
                 self.pending.extend(scan.queued);
                 self.more_queued = scan.more;
                 true
@@ -298,34 +309,55 @@ impl Uploader {
         }
     }
 
-    /// Writes up to [`UPLOAD_CONCURRENCY`] pending checkpoints; true if none
-    /// failed for a reason worth retrying.
+    /// Writes up to [`UPLOAD_BATCH`] pending checkpoints, [`UPLOAD_CONCURRENCY`]
+    /// at a time, makes them durable together, lists them in the journal with
+    /// one append and removes the queue files they finish; true if none failed
+    /// for a reason worth retrying.
     async fn upload_batch(&mut self) -> bool {
-        let count = self.pending.len().min(UPLOAD_CONCURRENCY);
+        use futures::StreamExt as _;
+        let count = self.pending.len().min(UPLOAD_BATCH);
         let batch: Vec<Queued> = self.pending.drain(..count).collect();
-        let outcomes = futures::future::join_all(batch.iter().map(|queued| {
-            self.write_checkpoint(queued.checkpoint.path(), queued.checkpoint.note())
-        }))
-        .await;
+        // Collected first: a stream over a borrowing closure is not `Send`.
+        let writes: Vec<_> = batch
+            .iter()
+            .map(|queued| self.write_checkpoint(queued.checkpoint.path(), queued.checkpoint.note()))
+            .collect();
+        let mut outcomes: Vec<std::result::Result<(), WriteError>> = futures::stream::iter(writes)
+            .buffered(UPLOAD_CONCURRENCY)
+            .collect()
+            .await;
+        // One barrier makes every object of the batch durable before any is
+        // listed and dropped from the spool.
+        if outcomes.iter().any(Result::is_ok)
+            && let Err(error) = self.sync_local_all().await
+        {
+            for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                *outcome = Err(WriteError::Unavailable(Error::Archive {
+                    detail: error.to_string(),
+                }));
+            }
+        }
         let mut retry = Vec::new();
+        let mut written = Vec::new();
+        let mut finished = Vec::new();
         for (queued, outcome) in batch.into_iter().zip(outcomes) {
             let path = queued.checkpoint.path().to_string();
             match outcome {
-                Ok(()) => match self.record(&queued).await {
-                    Ok(()) => self.metrics.archive_write("checkpoint", true),
-                    Err(error) => {
-                        tracing::error!(%error, %path, "cannot journal an archived checkpoint");
-                        self.metrics.archive_write("checkpoint", false);
-                        retry.push(queued);
-                    }
-                },
+                Ok(()) => written.push(queued),
                 Err(WriteError::Refused(error)) => {
                     tracing::error!(%error, %path, "checkpoint not archived: its name is taken by other bytes; set aside in the spool's conflicts/");
                     self.metrics.archive_write("checkpoint", false);
-                    let file = queued.file.clone();
-                    if let Err(error) = self.spool.call(move |spool| spool.set_aside(&file)).await {
-                        tracing::error!(%error, "cannot set a conflicting checkpoint aside");
-                        retry.push(queued);
+                    let (sequence, checkpoint) = (queued.sequence, queued.checkpoint.clone());
+                    match self
+                        .spool
+                        .call(move |spool| spool.set_aside(sequence, &checkpoint))
+                        .await
+                    {
+                        Ok(()) => finished.push(queued),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot set a conflicting checkpoint aside");
+                            retry.push(queued);
+                        }
                     }
                 }
                 Err(WriteError::Unavailable(error)) => {
@@ -335,6 +367,22 @@ impl Uploader {
                 }
             }
         }
+        match self.record(&written).await {
+            Ok(()) => {
+                for _ in &written {
+                    self.metrics.archive_write("checkpoint", true);
+                }
+                finished.extend(written);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot journal archived checkpoints");
+                for _ in &written {
+                    self.metrics.archive_write("checkpoint", false);
+                }
+                retry.extend(written);
+            }
+        }
+        self.drop_finished(&finished).await;
         if retry.is_empty() {
             self.upload_retry.succeed();
             return true;
@@ -345,10 +393,32 @@ impl Uploader {
             pending = self.pending.len() + retry.len(),
             "archive upload backing off"
         );
+        retry.sort_by_key(|queued| queued.sequence);
         for queued in retry.into_iter().rev() {
             self.pending.push_front(queued);
         }
         false
+    }
+
+    /// Removes the queue files whose every checkpoint is now finished.
+    async fn drop_finished(&mut self, finished: &[Queued]) {
+        let mut done = Vec::new();
+        for queued in finished {
+            if let Some(left) = self.unfinished.get_mut(&queued.file) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.unfinished.remove(&queued.file);
+                    done.push(queued.file.clone());
+                }
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&done)).await {
+            // Written and listed; writing them again is accepted and not listed twice.
+            tracing::warn!(%error, "cannot remove archived checkpoints from the spool");
+        }
     }
 
     /// Creates the object, or accepts an identical one already there (a retry
@@ -360,9 +430,8 @@ impl Uploader {
     ) -> std::result::Result<(), WriteError> {
         match self.create(path, note.to_vec()).await {
             Ok(None) => Ok(()),
-            Ok(Some(existing)) if existing.as_ref() == note => {
-                self.sync_local(path).await.map_err(WriteError::Unavailable)
-            }
+            // Made durable with the rest of the batch.
+            Ok(Some(existing)) if existing.as_ref() == note => Ok(()),
             Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
                 detail: format!("{path} already holds different bytes"),
             })),
@@ -370,8 +439,8 @@ impl Uploader {
         }
     }
 
-    /// `PutMode::Create`: `None` once written (and, locally, fsynced), or the
-    /// bytes of the object already there.
+    /// `PutMode::Create`: `None` once written (not yet fsynced locally), or
+    /// the bytes of the object already there.
     async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<Option<Bytes>> {
         let options = PutOptions {
             mode: PutMode::Create,
@@ -385,10 +454,7 @@ impl Uploader {
             .put_opts(path, PutPayload::from(bytes), options)
             .await
         {
-            Ok(_) => {
-                self.sync_local(path).await?;
-                Ok(None)
-            }
+            Ok(_) => Ok(None),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let existing = self.store.get(path).await.map_err(archive_error)?;
                 Ok(Some(existing.bytes().await.map_err(archive_error)?))
@@ -422,33 +488,70 @@ impl Uploader {
         })
     }
 
-    /// Lists a written checkpoint in the current period, durably, then drops it
-    /// from the queue: a crash in between writes and lists it again.
-    async fn record(&mut self, queued: &Queued) -> Result<()> {
+    /// Lists written checkpoints in the current period, durably, with one
+    /// journal append per period touched. A crash before the append writes and
+    /// lists them again; one already listed in this period is not listed twice.
+    async fn record(&mut self, written: &[Queued]) -> Result<()> {
         self.roll(unix_now()).await;
-        let subject = ManifestSubject {
-            name: queued.checkpoint.path().to_string(),
-            sha256: *queued.checkpoint.sha256(),
-        };
-        if !self.current.names.contains(&subject.name) {
-            if self.current.subjects.len() >= MAX_MANIFEST_SUBJECTS {
+        let mut lines: Vec<ManifestSubject> = Vec::new();
+        let mut batch_names = HashSet::new();
+        for queued in written {
+            let subject = ManifestSubject {
+                name: queued.checkpoint.path().to_string(),
+                sha256: *queued.checkpoint.sha256(),
+            };
+            if self.current.names.contains(&subject.name)
+                || !batch_names.insert(subject.name.clone())
+            {
+                continue;
+            }
+            if self.current.subjects.len() + lines.len() >= MAX_MANIFEST_SUBJECTS {
+                self.append_to_journal(std::mem::take(&mut lines)).await?;
+                batch_names.clear();
+                batch_names.insert(subject.name.clone());
                 let now = unix_now().max(self.current.start);
                 self.seal_current(now, now).await;
             }
-            let start = self.current.start;
-            let line = subject.clone();
-            self.spool
-                .call(move |spool| spool.record(start, &line))
-                .await?;
+            lines.push(subject);
+        }
+        self.append_to_journal(lines).await
+    }
+
+    /// Appends `lines` to the current period's journal, then to its subjects.
+    async fn append_to_journal(&mut self, lines: Vec<ManifestSubject>) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let start = self.current.start;
+        let lines = self
+            .spool
+            .call(move |spool| spool.record(start, &lines).map(|()| lines))
+            .await?;
+        for subject in lines {
             self.current.names.insert(subject.name.clone());
             self.current.subjects.push(subject);
         }
-        let file = queued.file.clone();
-        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&file)).await {
-            // It is written and listed; writing it again is accepted and not listed twice.
-            tracing::warn!(%error, "cannot remove an archived checkpoint from the spool");
-        }
         Ok(())
+    }
+
+    /// Makes every object written to a local archive durable: one `syncfs` of
+    /// the archive's filesystem (the object store's local backend renames
+    /// files into place without fsync). Nothing to do for object storage.
+    async fn sync_local_all(&self) -> Result<()> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = std::fs::File::open(&root)?;
+            rustix::fs::syncfs(&dir)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|detail| Error::Archive {
+            detail: format!("syncfs of the archive: {detail}"),
+        })
     }
 
     /// Closes the current period once the clock passes its boundary.
@@ -539,7 +642,10 @@ impl Uploader {
             }
         }
         match self.create(&path, envelope).await {
-            Ok(None) => Ok(()),
+            Ok(None) => self
+                .sync_local(&path)
+                .await
+                .map_err(WriteError::Unavailable),
             // Written before a crash or a lost answer: same statement, another
             // (randomized) signature.
             Ok(Some(existing))

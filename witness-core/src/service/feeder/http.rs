@@ -14,9 +14,43 @@ use crate::service::metrics::WitnessMetrics;
 use crate::tiles::TILE_WIDTH;
 use crate::{Error, Result};
 
-/// Redirects followed per request: logs behind a CDN or a bucket may redirect
-/// once or twice; more is a loop.
+/// Redirects followed per request, all within the configured URL's origin
+/// (a path moved on the same server, a trailing slash): more is a loop.
 const MAX_REDIRECTS: usize = 5;
+
+/// The feeders' redirect policy. The operator configured the log's URL, and
+/// that origin (scheme, host, port) is the only one the witness talks to for
+/// it: a redirect elsewhere is refused, never followed, with an error naming
+/// where it pointed. Checkpoints and tiles are authenticated whatever serves
+/// them, so this is not about their integrity; it keeps a log (or whoever
+/// controls its responses) from steering the witness at other hosts and ports,
+/// internal ones included, and makes a moved log an operator's decision, not
+/// a silent one. Redirects within the origin are followed up to
+/// [`MAX_REDIRECTS`], which also ends loops.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            let error = format!(
+                "HTTP status {}: redirect to another origin ({}) refused",
+                attempt.status(),
+                attempt.url().origin().ascii_serialization()
+            );
+            attempt.error(error)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            let error = format!(
+                "HTTP status {}: more than {MAX_REDIRECTS} redirects (a loop?)",
+                attempt.status()
+            );
+            attempt.error(error)
+        } else {
+            attempt.follow()
+        }
+    })
+}
 
 /// What is being fetched; sets the size cap and the metrics label.
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +115,7 @@ impl HttpFetcher {
             // the same bound keeps a slow handshake from eating the whole budget
             // unnoticed.
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(redirect_policy())
             .build()
             .map_err(|e| Error::Config {
                 detail: format!("HTTP client: {}", error_chain(&e)),

@@ -33,9 +33,11 @@ use crate::{Error, Result};
 /// batches would add latency without adding throughput.
 const MAX_BATCH: usize = 1024;
 
-/// Idle read connections kept open. More concurrent reads open more
-/// connections, which are closed once they are not needed.
-const MAX_IDLE_READERS: usize = 4;
+/// Read connections, at most: reads take microseconds, so a few serve any
+/// number of concurrent requests, and bounding them keeps every connection
+/// (and its page cache) reused instead of opening one per concurrent read,
+/// and keeps reads from spreading over many blocking threads under load.
+const MAX_READERS: usize = 4;
 
 /// How long a connection waits for a lock held by another connection to the
 /// same file (another store instance, or a WAL checkpoint) before failing.
@@ -85,6 +87,7 @@ pub struct SqliteStore {
     writes: Option<mpsc::Sender<Write>>,
     writer: Option<JoinHandle<()>>,
     readers: Arc<Readers>,
+    read_permits: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -128,6 +131,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
             }),
+            read_permits: tokio::sync::Semaphore::new(MAX_READERS),
         })
     }
 
@@ -146,11 +150,17 @@ impl SqliteStore {
             .map_err(|_| storage("writing", "the writer thread has stopped"))?
     }
 
-    /// Runs a read on a read connection, on the blocking pool.
+    /// Runs a read on a read connection, on the blocking pool, at most
+    /// [`MAX_READERS`] at once.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|e| storage("reading", e))?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || readers.with(read))
             .await
@@ -626,7 +636,7 @@ impl Readers {
         };
         let result = read(&conn);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
         result
