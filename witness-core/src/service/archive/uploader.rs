@@ -463,31 +463,6 @@ impl Uploader {
         }
     }
 
-    /// Makes a local object durable: the object store's local backend renames
-    /// files into place without fsync, and the spool entry is deleted next.
-    async fn sync_local(&self, path: &Path) -> Result<()> {
-        let Some(root) = self.local_root.clone() else {
-            return Ok(());
-        };
-        let file = root.join(path.as_ref());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
-            for dir in file.ancestors().skip(1) {
-                std::fs::File::open(dir)?.sync_all()?;
-                if dir == root {
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|detail| Error::Archive {
-            detail: format!("fsync {path}: {detail}"),
-        })
-    }
-
     /// Lists written checkpoints in the current period, durably, with one
     /// journal append per period touched. A crash before the append writes and
     /// lists them again; one already listed in this period is not listed twice.
@@ -534,9 +509,10 @@ impl Uploader {
         Ok(())
     }
 
-    /// Makes every object written to a local archive durable: one `syncfs` of
-    /// the archive's filesystem (the object store's local backend renames
-    /// files into place without fsync). Nothing to do for object storage.
+    /// Makes every object written to a local archive durable, a batch of
+    /// checkpoints or a manifest: one `syncfs` of the archive's filesystem
+    /// (the object store's local backend renames files into place without
+    /// fsync). Nothing to do for object storage.
     async fn sync_local_all(&self) -> Result<()> {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
@@ -642,18 +618,13 @@ impl Uploader {
             }
         }
         match self.create(&path, envelope).await {
-            Ok(None) => self
-                .sync_local(&path)
-                .await
-                .map_err(WriteError::Unavailable),
+            Ok(None) => self.sync_local_all().await.map_err(WriteError::Unavailable),
             // Written before a crash or a lost answer: same statement, another
             // (randomized) signature.
             Ok(Some(existing))
                 if envelope_payload(&existing).is_ok_and(|(_, stored)| stored == payload) =>
             {
-                self.sync_local(&path)
-                    .await
-                    .map_err(WriteError::Unavailable)
+                self.sync_local_all().await.map_err(WriteError::Unavailable)
             }
             Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
                 detail: format!("{path} already holds another manifest"),
