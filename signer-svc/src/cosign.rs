@@ -2,10 +2,13 @@
 //! pipeline so that every item gets exactly the same treatment:
 //!
 //! 1. Validate the item into a core [`Checkpoint`] and proof, and check it
-//!    against the fork guard's committed record, with the items before it in
-//!    the batch applied on top (so two items of one origin chain). This check
-//!    is not binding; it spares the key backend from signing what will be
-//!    refused.
+//!    against the fork guard's committed record, and against that record with
+//!    the items before it in the batch applied on top (so two items of one
+//!    origin chain). It passes if either check passes. This check is not
+//!    binding; it spares the key backend from signing what will be refused.
+//!    A refusal here is only ever the committed record's: an earlier item of
+//!    the batch may itself be refused by the commit, so a size it would have
+//!    recorded is never named to the caller.
 //! 2. Sign every item still standing, in parallel where the backend allows.
 //! 3. Hand all signed items to the fork guard in one commit: its writer checks
 //!    each again against the durable record, in order, inside the transaction
@@ -102,6 +105,24 @@ struct Signed {
     lines: Vec<String>,
 }
 
+/// The first, non-binding check of an item: it passes if the committed record
+/// or the batch's `overlay` (the committed record with the earlier items of the
+/// batch applied) lets it through. It is refused only when the committed record
+/// refuses it, and then with the committed record's sizes: the earlier items are
+/// not committed yet and may never be, so what they would record is no answer.
+fn first_check(
+    committed: Option<Record>,
+    overlay: Option<Record>,
+    checkpoint: &Checkpoint,
+    old_size: u64,
+    proof: &[Hash],
+) -> Result<()> {
+    if overlay.is_some() && fork_guard::check(overlay, checkpoint, old_size, proof).is_ok() {
+        return Ok(());
+    }
+    fork_guard::check(committed, checkpoint, old_size, proof)
+}
+
 impl SignerService {
     /// Cosigns each request, in order, returning one result per request. See
     /// the module documentation for the steps.
@@ -170,11 +191,13 @@ impl SignerService {
         let (checkpoint, text) = checkpoint_from(request)?;
         let proof = hashes(&request.consistency_proof)?;
         let origin = checkpoint.origin();
-        let record = match overlay.get(origin) {
-            Some(record) => Some(*record),
-            None => self.guard.record(origin),
-        };
-        fork_guard::check(record, &checkpoint, request.old_size, &proof)?;
+        first_check(
+            self.guard.record(origin),
+            overlay.get(origin).copied(),
+            &checkpoint,
+            request.old_size,
+            &proof,
+        )?;
         overlay.insert(
             origin.to_owned(),
             Record {
@@ -275,5 +298,60 @@ impl SignerService {
         let mut blob = timestamp.to_be_bytes().to_vec();
         blob.extend_from_slice(&signature);
         Ok(NoteSignature::new(&self.name, key.verifier.key_id(), blob)?.to_line())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use witness_core::merkle::{empty_root, leaf_hash};
+
+    fn record(size: u64, byte: u8) -> Record {
+        Record {
+            size,
+            root: Hash([byte; 32]),
+        }
+    }
+
+    fn checkpoint(size: u64, byte: u8) -> Checkpoint {
+        Checkpoint::new("example.com/log", size, Hash([byte; 32]), Vec::new()).unwrap()
+    }
+
+    /// An earlier item of the batch (49 -> 71) passed the first check but may
+    /// be refused by the commit; a later item from the committed 49 must not be
+    /// refused with the 71 that was never recorded.
+    #[test]
+    fn an_uncommitted_earlier_item_never_becomes_the_size_in_a_refusal() {
+        let committed = Some(record(49, 1));
+        let overlay = Some(record(71, 2));
+        let same = checkpoint(49, 1);
+        assert!(first_check(committed, overlay, &same, 49, &[]).is_ok());
+        // Refused by both: the refusal names the committed size, not 71.
+        match first_check(committed, overlay, &checkpoint(60, 3), 50, &[]) {
+            Err(Error::OldSizeMismatch { claimed, stored }) => {
+                assert_eq!((claimed, stored), (50, 49));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Two items of one origin still chain within a batch.
+    #[test]
+    fn items_of_one_origin_chain_within_a_batch() {
+        let committed = None;
+        let overlay = Some(Record {
+            size: 0,
+            root: empty_root(),
+        });
+        let one = Checkpoint::new("example.com/log", 1, leaf_hash(b"a"), Vec::new()).unwrap();
+        assert!(first_check(committed, overlay, &one, 0, &[]).is_ok());
+        // Without the overlay the committed record (none) refuses old size 7.
+        assert!(matches!(
+            first_check(committed, None, &one, 7, &[]),
+            Err(Error::OldSizeMismatch {
+                claimed: 7,
+                stored: 0
+            })
+        ));
     }
 }
