@@ -2,13 +2,13 @@
 //! pipeline so that every item gets exactly the same treatment:
 //!
 //! 1. Validate the item into a core [`Checkpoint`] and proof, and check it
-//!    against the fork guard's committed record, and against that record with
-//!    the items before it in the batch applied on top (so two items of one
-//!    origin chain). It passes if either check passes. This check is not
-//!    binding; it spares the key backend from signing what will be refused.
-//!    A refusal here is only ever the committed record's: an earlier item of
-//!    the batch may itself be refused by the commit, so a size it would have
-//!    recorded is never named to the caller.
+//!    against the fork guard's committed record with the earlier passing items
+//!    of its origin in the batch applied on top (so two items of one origin
+//!    chain). This check is not binding; it spares the key backend from
+//!    signing what will be refused. A refusal that rests on earlier items of
+//!    the batch is deferred until the commit: it stands if they were
+//!    committed, and otherwise the item is checked again on its own, so a
+//!    refusal never names a size the signer did not record.
 //! 2. Sign every item still standing, in parallel where the backend allows.
 //! 3. Hand all signed items to the fork guard in one commit: its writer checks
 //!    each again against the durable record, in order, inside the transaction
@@ -105,23 +105,26 @@ struct Signed {
     lines: Vec<String>,
 }
 
-/// The first, non-binding check of an item: it passes if the committed record
-/// or the batch's `overlay` (the committed record with the earlier items of the
-/// batch applied) lets it through. It is refused only when the committed record
-/// refuses it, and then with the committed record's sizes: the earlier items are
-/// not committed yet and may never be, so what they would record is no answer.
-fn first_check(
-    committed: Option<Record>,
-    overlay: Option<Record>,
-    checkpoint: &Checkpoint,
-    old_size: u64,
-    proof: &[Hash],
-) -> Result<()> {
-    if overlay.is_some() && fork_guard::check(overlay, checkpoint, old_size, proof).is_ok() {
-        return Ok(());
-    }
-    fork_guard::check(committed, checkpoint, old_size, proof)
+/// An item's first, non-binding check.
+enum FirstCheck {
+    /// To be signed and committed.
+    Passed(Checked),
+    /// Refused against the committed record (or malformed): final.
+    Refused(Error),
+    /// Refused against the batch's overlay: the committed record with the
+    /// earlier passing items of its origin applied. That holds only if those
+    /// items (`rests_on`, by index) are committed; otherwise the item is
+    /// checked again, since a refusal must never name a size the signer did
+    /// not record.
+    Deferred {
+        refusal: Error,
+        rests_on: Vec<usize>,
+    },
 }
+
+/// The batch's overlay: per origin, the record the passing items so far would
+/// leave, and their indices.
+type Overlay = HashMap<String, (Record, Vec<usize>)>;
 
 impl SignerService {
     /// Cosigns each request, in order, returning one result per request. See
@@ -130,11 +133,56 @@ impl SignerService {
         &self,
         requests: &[pb::CosignCheckpointRequest],
     ) -> Vec<Result<pb::CosignCheckpointResponse>> {
-        let mut overlay = HashMap::new();
+        let mut overlay = Overlay::new();
+        let mut deferred = Vec::new();
         let checked: Vec<Result<Checked>> = requests
             .iter()
-            .map(|request| self.check(request, &mut overlay))
+            .enumerate()
+            .map(
+                |(index, request)| match self.check(index, request, &mut overlay) {
+                    FirstCheck::Passed(checked) => Ok(checked),
+                    FirstCheck::Refused(error) => Err(error),
+                    FirstCheck::Deferred { refusal, rests_on } => {
+                        deferred.push((index, refusal, rests_on));
+                        // Replaced below, once the commit has decided.
+                        Err(Error::State("deferred".into()))
+                    }
+                },
+            )
             .collect();
+        let mut results = self.sign_and_commit(checked).await;
+
+        // A deferred refusal stands when every item it rests on was committed
+        // (the record then was the overlay, at that point of the transaction);
+        // otherwise the item is checked again on its own, against the record
+        // as the commit left it. Each retry is smaller than its batch (the
+        // first item is never deferred), so this ends.
+        let mut retry = Vec::new();
+        for (index, refusal, rests_on) in deferred {
+            if rests_on.iter().all(|&i| results[i].is_ok()) {
+                results[index] = Err(refusal);
+            } else {
+                retry.push(index);
+            }
+        }
+        if !retry.is_empty() {
+            let again: Vec<pb::CosignCheckpointRequest> =
+                retry.iter().map(|&i| requests[i].clone()).collect();
+            let answers = Box::pin(self.cosign_all(&again)).await;
+            for (index, answer) in retry.into_iter().zip(answers) {
+                results[index] = answer;
+            }
+        }
+        results
+    }
+
+    /// Signs the items that passed the first check and commits them in one
+    /// fork-guard transaction; an item's result is its signature lines only if
+    /// the commit recorded it.
+    async fn sign_and_commit(
+        &self,
+        checked: Vec<Result<Checked>>,
+    ) -> Vec<Result<pb::CosignCheckpointResponse>> {
         let timestamp = match now_seconds() {
             Ok(timestamp) => timestamp,
             Err(error) => {
@@ -180,32 +228,48 @@ impl SignerService {
             .collect()
     }
 
-    /// Validates a request and checks it against the committed record with
-    /// the earlier items of its batch (`overlay`) applied; a passing item is
-    /// applied to the overlay for the items after it.
+    /// Validates a request and checks it: against the batch's overlay when an
+    /// earlier item of its origin passed, else against the committed record.
+    /// A passing item is applied to the overlay for the items after it.
     fn check(
         &self,
+        index: usize,
         request: &pb::CosignCheckpointRequest,
-        overlay: &mut HashMap<String, Record>,
-    ) -> Result<Checked> {
-        let (checkpoint, text) = checkpoint_from(request)?;
-        let proof = hashes(&request.consistency_proof)?;
+        overlay: &mut Overlay,
+    ) -> FirstCheck {
+        let parsed = checkpoint_from(request).and_then(|(checkpoint, text)| {
+            Ok((checkpoint, text, hashes(&request.consistency_proof)?))
+        });
+        let (checkpoint, text, proof) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => return FirstCheck::Refused(error),
+        };
         let origin = checkpoint.origin();
-        first_check(
-            self.guard.record(origin),
-            overlay.get(origin).copied(),
-            &checkpoint,
-            request.old_size,
-            &proof,
-        )?;
-        overlay.insert(
-            origin.to_owned(),
-            Record {
-                size: checkpoint.size(),
-                root: *checkpoint.root_hash(),
-            },
-        );
-        Ok(Checked {
+        let earlier = overlay.get(origin);
+        let record = earlier.map_or_else(|| self.guard.record(origin), |(record, _)| Some(*record));
+        if let Err(refusal) = fork_guard::check(record, &checkpoint, request.old_size, &proof) {
+            return match earlier {
+                Some((_, rests_on)) => FirstCheck::Deferred {
+                    refusal,
+                    rests_on: rests_on.clone(),
+                },
+                None => FirstCheck::Refused(refusal),
+            };
+        }
+        let after = Record {
+            size: checkpoint.size(),
+            root: *checkpoint.root_hash(),
+        };
+        match overlay.get_mut(origin) {
+            Some((record, rests_on)) => {
+                *record = after;
+                rests_on.push(index);
+            }
+            None => {
+                overlay.insert(origin.to_owned(), (after, vec![index]));
+            }
+        }
+        FirstCheck::Passed(Checked {
             proposal: Proposal {
                 checkpoint,
                 old_size: request.old_size,
@@ -298,60 +362,5 @@ impl SignerService {
         let mut blob = timestamp.to_be_bytes().to_vec();
         blob.extend_from_slice(&signature);
         Ok(NoteSignature::new(&self.name, key.verifier.key_id(), blob)?.to_line())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use witness_core::merkle::{empty_root, leaf_hash};
-
-    fn record(size: u64, byte: u8) -> Record {
-        Record {
-            size,
-            root: Hash([byte; 32]),
-        }
-    }
-
-    fn checkpoint(size: u64, byte: u8) -> Checkpoint {
-        Checkpoint::new("example.com/log", size, Hash([byte; 32]), Vec::new()).unwrap()
-    }
-
-    /// An earlier item of the batch (49 -> 71) passed the first check but may
-    /// be refused by the commit; a later item from the committed 49 must not be
-    /// refused with the 71 that was never recorded.
-    #[test]
-    fn an_uncommitted_earlier_item_never_becomes_the_size_in_a_refusal() {
-        let committed = Some(record(49, 1));
-        let overlay = Some(record(71, 2));
-        let same = checkpoint(49, 1);
-        assert!(first_check(committed, overlay, &same, 49, &[]).is_ok());
-        // Refused by both: the refusal names the committed size, not 71.
-        match first_check(committed, overlay, &checkpoint(60, 3), 50, &[]) {
-            Err(Error::OldSizeMismatch { claimed, stored }) => {
-                assert_eq!((claimed, stored), (50, 49));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// Two items of one origin still chain within a batch.
-    #[test]
-    fn items_of_one_origin_chain_within_a_batch() {
-        let committed = None;
-        let overlay = Some(Record {
-            size: 0,
-            root: empty_root(),
-        });
-        let one = Checkpoint::new("example.com/log", 1, leaf_hash(b"a"), Vec::new()).unwrap();
-        assert!(first_check(committed, overlay, &one, 0, &[]).is_ok());
-        // Without the overlay the committed record (none) refuses old size 7.
-        assert!(matches!(
-            first_check(committed, None, &one, 7, &[]),
-            Err(Error::OldSizeMismatch {
-                claimed: 7,
-                stored: 0
-            })
-        ));
     }
 }

@@ -1773,6 +1773,59 @@ async fn batch_cosigns_exactly_the_items_that_pass_and_records_them_in_one_trans
     server.stop().await;
 }
 
+/// A batch item refused only because an earlier item of the batch would move
+/// the record must not name that item's size when the earlier item is itself
+/// refused by the commit: the log would be told the witness cosigned a size it
+/// never did. Here a concurrent commit (written into the state file behind the
+/// signer's in-memory record) moves the record to 15 between the first check
+/// and the commit, so `10 -> 20` is refused by the commit, and `10 -> 30`,
+/// first refused against the overlay's 20, is checked again: refused with 15.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_never_names_a_size_an_uncommitted_batch_item_would_have_recorded() {
+    let installation = Installation::new(ALL_KEYS);
+    let server = installation.start(None).await;
+    let mut client = installation.good_client(&server).await;
+    let keys = published_keys(&mut client).await;
+    let leaves = tree("deferred", 32);
+    cosign(&mut client, &keys, &request(ORIGIN, &leaves, 10, 0)).await;
+    {
+        let connection = rusqlite::Connection::open(&installation.state_path).unwrap();
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let changed = connection
+            .execute(
+                "UPDATE cosigned SET size = 15, root = ?1 WHERE origin = ?2",
+                rusqlite::params![root(&leaves, 15).0.to_vec(), ORIGIN],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let items = vec![
+        request(ORIGIN, &leaves, 20, 10),
+        request(ORIGIN, &leaves, 30, 10),
+    ];
+    let results = client
+        .cosign_checkpoints(pb::CosignCheckpointsRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 2);
+    for (i, result) in results.iter().enumerate() {
+        match result.result.as_ref().unwrap() {
+            Outcome::Error(error) => {
+                assert_eq!(error.reason, "old_size_mismatch", "item {i}: {error:?}");
+                assert_eq!(error.stored_size, Some(15), "item {i}: {error:?}");
+            }
+            other => panic!("item {i}: {other:?}"),
+        }
+    }
+    assert_eq!(stored(&installation, ORIGIN), Some((15, root(&leaves, 15))));
+    drop(client);
+    server.stop().await;
+}
+
 /// The signature counts at `before`, as Prometheus text for [`metric`].
 fn before_text(before: &Before) -> String {
     before.metrics.clone()
