@@ -514,6 +514,12 @@ async fn start_mariadb(
         "--auth-root-authentication-method=normal".to_owned(),
         "--skip-test-db".to_owned(),
         "--skip-name-resolve".to_owned(),
+        // Passed on to the bootstrap server. Its own temporary directory, not
+        // /tmp: a starting server deletes every `#sql*` file in its tmpdir,
+        // so a concurrent install (the other test of the file) removed this
+        // one's temporary tables and the bootstrap aborted with
+        // "Unknown table 'mysql.tmp_user_sys'".
+        format!("--tmpdir={}", tmp.display()),
     ];
     if as_root {
         install_args.push("--user=root".to_owned());
