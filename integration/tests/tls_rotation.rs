@@ -29,7 +29,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use witness_core::checkpoint::Checkpoint;
 use witness_core::merkle::{Hash, LeafHashes, leaf_hash, prove_consistency, tree_root};
 use witness_core::note::{Note, NoteSignature, SignatureType, VerifierKey};
@@ -293,16 +293,20 @@ fn tls(trusted: &str, client: &Cert) -> ClientTlsConfig {
         .identity(Identity::from_pem(&client.cert, &client.key))
 }
 
-/// A fresh connection to the witness, listing its logs.
-async fn witness_lists_logs(addr: SocketAddr, trusted: &str, client: &Cert) -> Result<(), String> {
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
+/// A connection to `addr` trusting the CAs in `trusted`, as `client`.
+async fn connect(addr: SocketAddr, trusted: &str, client: &Cert) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls(trusted, client))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| format!("connect: {e:?}"))?;
+        .map_err(|e| format!("connect: {e:?}"))
+}
+
+/// The witness lists its logs over `channel`.
+async fn lists_logs(channel: Channel) -> Result<(), String> {
     witness_pb::witness_client::WitnessClient::new(channel)
         .list_logs(witness_pb::ListLogsRequest {})
         .await
@@ -310,21 +314,23 @@ async fn witness_lists_logs(addr: SocketAddr, trusted: &str, client: &Cert) -> R
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
 }
 
-/// A fresh connection to the signer, reading its public keys.
-async fn signer_gives_keys(addr: SocketAddr, trusted: &str, client: &Cert) -> Result<(), String> {
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls(trusted, client))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("connect: {e:?}"))?;
+/// The signer gives its public keys over `channel`.
+async fn gives_keys(channel: Channel) -> Result<(), String> {
     signer_pb::signer_client::SignerClient::new(channel)
         .public_keys(signer_pb::PublicKeysRequest {})
         .await
         .map(|_| ())
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// A fresh connection to the witness, listing its logs.
+async fn witness_lists_logs(addr: SocketAddr, trusted: &str, client: &Cert) -> Result<(), String> {
+    lists_logs(connect(addr, trusted, client).await?).await
+}
+
+/// A fresh connection to the signer, reading its public keys.
+async fn signer_gives_keys(addr: SocketAddr, trusted: &str, client: &Cert) -> Result<(), String> {
+    gives_keys(connect(addr, trusted, client).await?).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,16 +376,34 @@ async fn every_certificate_rotates_to_a_new_ca_without_a_restart_and_the_old_ca_
     signer_gives_keys(signer, &new_ca.pem, &new.witness_client)
         .await
         .unwrap();
-    // The old clients still get in: their CA is still trusted.
-    witness_lists_logs(witness, &new_ca.pem, &old.gateway_client)
+    // The old clients still get in: their CA is still trusted. These two
+    // connections stay open across the next step.
+    let open_to_witness = connect(witness, &new_ca.pem, &old.gateway_client)
         .await
         .unwrap();
+    lists_logs(open_to_witness.clone()).await.unwrap();
+    let open_to_signer = connect(signer, &new_ca.pem, &old.witness_client)
+        .await
+        .unwrap();
+    gives_keys(open_to_signer.clone()).await.unwrap();
 
     volume.publish(&new_ca.pem, &new);
     wait_total(&mut stack, "tls_reloads_total", 15.0, "old CA dropped").await;
     cosign(&stack, &log, &mut size, "old CA dropped").await;
     let refused = witness_lists_logs(witness, &new_ca.pem, &old.gateway_client).await;
     assert!(refused.is_err(), "the witness took an old-CA client");
+    // Nor do the connections the old-CA clients opened before carry another
+    // call: the listeners verified their certificates again at the reload.
+    let refused = lists_logs(open_to_witness).await;
+    assert!(
+        refused.is_err(),
+        "an open connection outlived its client's CA"
+    );
+    let refused = gives_keys(open_to_signer).await;
+    assert!(
+        refused.is_err(),
+        "an open connection outlived its client's CA"
+    );
     let refused = signer_gives_keys(signer, &new_ca.pem, &old.witness_client)
         .await
         .unwrap_err();

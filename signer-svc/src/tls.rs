@@ -32,8 +32,11 @@
 //!   a certificate whose private key they do not hold, so identities taken from
 //!   a verified chain belong to the peer.
 //! - The chain check is the one the handshake used to do, with the same
-//!   verifier; only its timing moved (to right after the handshake). As before,
-//!   the verdict holds for the connection's lifetime.
+//!   verifier; only its timing moved (to right after the handshake). A
+//!   connection whose chain verified is watched after that
+//!   ([`ClientTrustWatch`]): when the client CA bundle is reloaded, or the
+//!   certificate expires, the chain is verified again, and the connection is
+//!   closed if it no longer verifies.
 //! - An unauthenticated peer learns only that this is a gRPC server and why its
 //!   certificate was refused; the handshake timeout and HTTP/2 limits bound what
 //!   it can hold open, as they bound handshakes before.
@@ -53,7 +56,10 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
-use witness_core::tls_reload::{ClientAuth, ReloadTask, TlsReloadMetrics, TlsReloader};
+use witness_core::tls_reload::{
+    ClientAuth, ClientTrustWatch, ReloadTask, ReloadingClientVerifier, TlsReloadMetrics,
+    TlsReloader,
+};
 
 use crate::audit::AuditLog;
 use crate::config::TlsConfig;
@@ -125,7 +131,7 @@ impl ClientCertVerifier for DeferredClientCertVerifier {
 /// reloads the certificate and the client CA when their files change.
 pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
-    client_verifier: Arc<dyn ClientCertVerifier>,
+    client_verifier: Arc<ReloadingClientVerifier>,
     _reload: ReloadTask,
 }
 
@@ -139,7 +145,7 @@ pub fn server_config(tls: &TlsConfig, metrics: TlsReloadMetrics) -> Result<Serve
     let certificate = reloader
         .certified_key(&tls.cert, &tls.key)
         .map_err(config_error)?;
-    let client_verifier: Arc<dyn ClientCertVerifier> = reloader
+    let client_verifier = reloader
         .client_verifier(&tls.client_ca, ClientAuth::Required)
         .map_err(config_error)?;
     let deferred = Arc::new(DeferredClientCertVerifier {
@@ -271,19 +277,22 @@ impl PeerIdentity {
     }
 }
 
-/// A server-side TLS connection that tells tonic who the peer is.
+/// A server-side TLS connection that tells tonic who the peer is, and fails
+/// once a certificate that verified no longer does.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: PeerIdentity,
+    trust: Option<ClientTrustWatch>,
 }
 
 impl TlsConnection {
     /// Verifies the chain the client presented in the handshake, now, with the
     /// verifier the handshake deferred to (see the module documentation).
-    fn new(stream: TlsStream<TcpStream>, verifier: &dyn ClientCertVerifier) -> TlsConnection {
+    fn new(stream: TlsStream<TcpStream>, verifier: &Arc<ReloadingClientVerifier>) -> TlsConnection {
         let (_, session) = stream.get_ref();
-        let peer = match session.peer_certificates() {
-            Some([end_entity, intermediates @ ..]) => {
+        let chain = session.peer_certificates().unwrap_or_default();
+        let peer = match chain {
+            [end_entity, intermediates @ ..] => {
                 let presented = identities(end_entity);
                 let certificate = verifier
                     .verify_client_cert(end_entity, intermediates, UnixTime::now())
@@ -299,7 +308,17 @@ impl TlsConnection {
                 presented: Vec::new(),
             },
         };
-        TlsConnection { stream, peer }
+        // A refused certificate stays refused for the connection's life:
+        // only a verified one is watched.
+        let trust = match peer.certificate {
+            Ok(_) => ClientTrustWatch::new("grpc_server", verifier.clone(), chain),
+            Err(_) => None,
+        };
+        TlsConnection {
+            stream,
+            peer,
+            trust,
+        }
     }
 }
 
@@ -317,7 +336,13 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(trust) = &mut this.trust
+            && let Poll::Ready(error) = trust.poll_revoked(cx)
+        {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -385,7 +410,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let connection = TlsConnection::new(tls, verifier.as_ref());
+                        let connection = TlsConnection::new(tls, &verifier);
                         let _ = connections.send(Ok(connection)).await;
                     }
                     Ok(Err(error)) => audit.handshake_refused(&error.to_string()),

@@ -216,6 +216,9 @@ struct Watched<T> {
     current: RwLock<T>,
     /// The contents last seen (loaded or refused).
     seen: Mutex<Vec<Vec<u8>>>,
+    /// Counts the reloads, for what must act on a change (the connections
+    /// re-verifying their client certificate, [`ClientTrustWatch`]).
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl<T: Clone> Watched<T> {
@@ -235,6 +238,7 @@ impl<T: Clone> Watched<T> {
             load,
             current: RwLock::new(value),
             seen: Mutex::new(contents),
+            reloads: tokio::sync::watch::Sender::new(0),
         };
         Ok((watched, not_after))
     }
@@ -267,6 +271,7 @@ impl<T: Clone + Send + Sync> Reload for Watched<T> {
         match (self.load)(&contents) {
             Ok((value, not_after)) => {
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = value;
+                self.reloads.send_modify(|count| *count += 1);
                 metrics.update(self.endpoint, |stats| {
                     stats.reloads += 1;
                     if not_after.is_some() {
@@ -555,6 +560,13 @@ impl std::fmt::Debug for ReloadingClientVerifier {
     }
 }
 
+impl ReloadingClientVerifier {
+    /// Changes each time the CA bundle is reloaded.
+    fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watched.reloads.subscribe()
+    }
+}
+
 impl ClientCertVerifier for ReloadingClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
@@ -606,6 +618,136 @@ impl ClientCertVerifier for ReloadingClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.watched.current().supported_verify_schemes()
     }
+}
+
+/// The longest a connection waits before checking its client certificate's
+/// validity again: a timer cannot be armed for a certificate's whole life, and
+/// a check a day costs nothing.
+const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What resolves with the next reload of a CA bundle: the receiver again, or
+/// `None` once the reloads stopped (nothing can change any more).
+type NextReload = Pin<Box<dyn Future<Output = Option<tokio::sync::watch::Receiver<u64>>> + Send>>;
+
+fn next_reload(mut reloads: tokio::sync::watch::Receiver<u64>) -> NextReload {
+    Box::pin(async move {
+        reloads.changed().await.ok()?;
+        Some(reloads)
+    })
+}
+
+/// Keeps an established connection's verdict on its client certificate
+/// current. The handshake verified the chain against the CAs of that moment;
+/// this verifies it again, with the same verifier, whenever the CA bundle is
+/// reloaded and when the certificate's validity ends. Once the chain no longer
+/// verifies, the connection's reads fail, which closes it: a client whose CA
+/// was dropped from the bundle, or whose certificate expired, cannot go on
+/// with a connection it opened before (new handshakes are refused by the
+/// verifier itself).
+pub struct ClientTrustWatch {
+    endpoint: &'static str,
+    verifier: Arc<ReloadingClientVerifier>,
+    end_entity: CertificateDer<'static>,
+    intermediates: Vec<CertificateDer<'static>>,
+    not_after: Option<i64>,
+    reload: NextReload,
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Why the certificate stopped verifying, once it did.
+    revoked: Option<String>,
+}
+
+impl ClientTrustWatch {
+    /// Watches the chain a client presented (`peer_certificates`, the end
+    /// entity first) on a connection whose handshake `verifier` accepted.
+    /// `None` without a certificate: there is nothing to verify again.
+    pub fn new(
+        endpoint: &'static str,
+        verifier: Arc<ReloadingClientVerifier>,
+        peer_certificates: &[CertificateDer<'_>],
+    ) -> Option<ClientTrustWatch> {
+        let (end_entity, intermediates) = peer_certificates.split_first()?;
+        let not_after = certificate_not_after(end_entity.as_ref());
+        let reload = next_reload(verifier.reloads());
+        Some(ClientTrustWatch {
+            endpoint,
+            verifier,
+            end_entity: end_entity.clone().into_owned(),
+            intermediates: intermediates
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect(),
+            not_after,
+            reload,
+            expiry: expiry_timer(not_after),
+            revoked: None,
+        })
+    }
+
+    /// `Ready` with the error to fail the connection's read with once the
+    /// certificate no longer verifies; otherwise `Pending`, and `cx` is woken
+    /// at the next reload or at the certificate's expiry.
+    pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.revoked.is_none() {
+            let mut due = false;
+            if let Poll::Ready(reloads) = self.reload.as_mut().poll(cx) {
+                due = true;
+                self.reload = match reloads {
+                    Some(reloads) => next_reload(reloads),
+                    None => Box::pin(std::future::pending()),
+                };
+                // Registers `cx` with the new future.
+                let _ = self.reload.as_mut().poll(cx);
+            }
+            if let Some(expiry) = &mut self.expiry
+                && expiry.as_mut().poll(cx).is_ready()
+            {
+                due = true;
+                self.expiry = expiry_timer(self.not_after);
+                if let Some(expiry) = &mut self.expiry {
+                    let _ = expiry.as_mut().poll(cx);
+                }
+            }
+            if due {
+                self.check();
+            }
+        }
+        match &self.revoked {
+            Some(reason) => Poll::Ready(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("the client certificate is no longer trusted: {reason}"),
+            )),
+            None => Poll::Pending,
+        }
+    }
+
+    fn check(&mut self) {
+        if let Err(error) =
+            self.verifier
+                .verify_client_cert(&self.end_entity, &self.intermediates, UnixTime::now())
+        {
+            tracing::warn!(
+                endpoint = self.endpoint,
+                %error,
+                "closing a connection: its client certificate no longer verifies"
+            );
+            self.revoked = Some(error.to_string());
+        }
+    }
+}
+
+/// A timer to the first second after `not_after` (at most
+/// [`MAX_EXPIRY_WAIT`] away), or none when the validity is unknown.
+fn expiry_timer(not_after: Option<i64>) -> Option<Pin<Box<tokio::time::Sleep>>> {
+    let not_after = not_after?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let wait = u64::try_from(not_after.saturating_add(1))
+        .unwrap_or(0)
+        .saturating_sub(now);
+    Some(Box::pin(tokio::time::sleep(
+        Duration::from_secs(wait).min(MAX_EXPIRY_WAIT),
+    )))
 }
 
 /// A server certificate verifier whose trusted CAs follow their file.
@@ -769,14 +911,28 @@ impl tower::Service<tonic::codegen::http::Uri> for MutualTlsConnector {
 #[derive(Clone, Debug, Default)]
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
-/// A server-side TLS connection that tells tonic the client's certificates.
-pub struct TlsConnection(TlsStream<TcpStream>);
+/// A server-side TLS connection that tells tonic the client's certificates,
+/// and fails once they are no longer trusted ([`ClientTrustWatch`]).
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    trust: Option<ClientTrustWatch>,
+}
+
+impl TlsConnection {
+    fn new(stream: TlsStream<TcpStream>, verifier: &Arc<ReloadingClientVerifier>) -> TlsConnection {
+        let (_, session) = stream.get_ref();
+        let trust = session
+            .peer_certificates()
+            .and_then(|chain| ClientTrustWatch::new("grpc_server", verifier.clone(), chain));
+        TlsConnection { stream, trust }
+    }
+}
 
 impl Connected for TlsConnection {
     type ConnectInfo = PeerCertificates;
 
     fn connect_info(&self) -> PeerCertificates {
-        let (_, session) = self.0.get_ref();
+        let (_, session) = self.stream.get_ref();
         PeerCertificates(Arc::new(
             session
                 .peer_certificates()
@@ -792,7 +948,13 @@ impl tokio::io::AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(trust) = &mut this.trust
+            && let Poll::Ready(error) = trust.poll_revoked(cx)
+        {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -802,15 +964,15 @@ impl tokio::io::AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -821,6 +983,7 @@ impl tokio::io::AsyncWrite for TlsConnection {
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    client_verifier: Arc<ReloadingClientVerifier>,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>> {
     let (sender, receiver) = mpsc::channel(MAX_PENDING_HANDSHAKES);
     tokio::spawn(async move {
@@ -845,11 +1008,13 @@ pub fn incoming(
             };
             let acceptor = acceptor.clone();
             let sender = sender.clone();
+            let client_verifier = client_verifier.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let _ = sender.send(Ok(TlsConnection(tls))).await;
+                        let connection = TlsConnection::new(tls, &client_verifier);
+                        let _ = sender.send(Ok(connection)).await;
                     }
                     Ok(Err(error)) => tracing::info!(%error, "TLS handshake refused"),
                     Err(_) => tracing::info!("TLS handshake timed out"),
@@ -1100,6 +1265,146 @@ mod tests {
         assert!(
             text.contains("tls_reloads_total{endpoint=\"grpc_server\"} 0"),
             "{text}"
+        );
+    }
+
+    /// A client certificate from `ca` for `localhost`, valid until
+    /// `not_after`: (certificate PEM, key PEM).
+    fn client_until(ca: &Ca, not_after: std::time::SystemTime) -> (String, String) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1)
+            + not_after.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A listener served by [`incoming`] whose connections echo what they
+    /// read, trusting the client CAs in the file `bundle`; its address.
+    async fn echo_listener(
+        reloader: &mut TlsReloader,
+        dir: &Path,
+        server_ca: &Ca,
+        bundle: &Path,
+    ) -> std::net::SocketAddr {
+        let (cert, key, _) = leaf(server_ca, 2030);
+        std::fs::write(dir.join("server.pem"), cert).unwrap();
+        std::fs::write(dir.join("server.key"), key).unwrap();
+        let verifier = reloader
+            .client_verifier(bundle, ClientAuth::Required)
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(reloader.provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier.clone())
+            .with_cert_resolver(
+                reloader
+                    .certified_key(&dir.join("server.pem"), &dir.join("server.key"))
+                    .unwrap(),
+            );
+        no_resumption(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connections = incoming(listener, TlsAcceptor::from(Arc::new(config)), verifier);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            use tokio_stream::StreamExt as _;
+            while let Some(Ok(mut connection)) = connections.next().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = connection.read(&mut buf).await {
+                        if connection.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A TLS connection to `addr` with the client certificate `client`
+    /// (certificate and key PEM), trusting `server_ca`.
+    async fn connect_as(
+        addr: std::net::SocketAddr,
+        server_ca: &Ca,
+        client: &(String, String),
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(server_ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(client.0.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(client.1.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Whether the connection still carries data: "ping" sent and echoed.
+    async fn echoes(connection: &mut tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let exchange = async {
+            connection.write_all(b"ping").await?;
+            let mut echoed = [0u8; 4];
+            connection.read_exact(&mut echoed).await?;
+            Ok::<_, io::Error>(echoed == *b"ping")
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .unwrap()
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn a_client_whose_ca_is_dropped_loses_the_connection_it_opened_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server_ca, old, new) = (ca("server CA"), ca("old CA"), ca("new CA"));
+        let bundle = dir.path().join("client-ca.pem");
+        std::fs::write(&bundle, format!("{}{}", old.pem, new.pem)).unwrap();
+        let year_3000 = std::time::UNIX_EPOCH + Duration::from_secs(32_503_680_000);
+        let mut reloader = TlsReloader::new("grpc_server", TlsReloadMetrics::default());
+        let addr = echo_listener(&mut reloader, dir.path(), &server_ca, &bundle).await;
+        let mut revoked = connect_as(addr, &server_ca, &client_until(&old, year_3000)).await;
+        let mut kept = connect_as(addr, &server_ca, &client_until(&new, year_3000)).await;
+        assert!(echoes(&mut revoked).await && echoes(&mut kept).await);
+
+        std::fs::write(&bundle, &new.pem).unwrap();
+        reloader.check_now();
+        assert!(
+            !echoes(&mut revoked).await,
+            "a connection of a client whose CA was dropped still carries data"
+        );
+        // A reload closes only the connections it no longer trusts.
+        assert!(echoes(&mut kept).await);
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_that_expires_ends_its_open_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server_ca, client_ca) = (ca("server CA"), ca("client CA"));
+        let bundle = dir.path().join("client-ca.pem");
+        std::fs::write(&bundle, &client_ca.pem).unwrap();
+        let mut reloader = TlsReloader::new("grpc_server", TlsReloadMetrics::default());
+        let addr = echo_listener(&mut reloader, dir.path(), &server_ca, &bundle).await;
+        let expires = std::time::SystemTime::now() + Duration::from_secs(2);
+        let mut connection = connect_as(addr, &server_ca, &client_until(&client_ca, expires)).await;
+        assert!(echoes(&mut connection).await);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            !echoes(&mut connection).await,
+            "a connection still carries data after its client certificate expired"
         );
     }
 

@@ -21,7 +21,9 @@ use crate::service::store::postgres::PostgresStore;
 use crate::service::store::sqlite::SqliteStore;
 use crate::service::witness::{CheckpointArchive, Feed, Witness};
 use crate::service::{archive, feeder, recosign};
-use crate::tls_reload::{self, ClientAuth, PeerCertificates, ReloadTask, TlsReloader};
+use crate::tls_reload::{
+    self, ClientAuth, PeerCertificates, ReloadTask, ReloadingClientVerifier, TlsReloader,
+};
 use crate::{Error, Result};
 
 /// Completes when the stop signal turns true.
@@ -113,7 +115,7 @@ pub(crate) async fn signer_keys(
 fn server_tls(
     config: &WitnessConfig,
     metrics: &WitnessMetrics,
-) -> Result<Option<(TlsAcceptor, ReloadTask)>> {
+) -> Result<Option<(TlsAcceptor, Arc<ReloadingClientVerifier>, ReloadTask)>> {
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
@@ -125,13 +127,14 @@ fn server_tls(
         .map_err(|e| Error::Config {
             detail: format!("listener TLS: {e}"),
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(certificate);
     // gRPC runs over HTTP/2 only.
     server.alpn_protocols = vec![b"h2".to_vec()];
     tls_reload::no_resumption(&mut server);
     Ok(Some((
         TlsAcceptor::from(Arc::new(server)),
+        verifier,
         reloader.spawn(config.tls_reload_interval),
     )))
 }
@@ -286,9 +289,10 @@ pub(crate) async fn serve_grpc(
         let _ = stop.send(true);
     };
     let served = match tls {
-        Some((acceptor, _reload)) => {
+        Some((acceptor, client_verifier, _reload)) => {
+            let incoming = tls_reload::incoming(listener, acceptor, client_verifier);
             router
-                .serve_with_incoming_shutdown(tls_reload::incoming(listener, acceptor), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => {
