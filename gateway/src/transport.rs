@@ -28,7 +28,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::{Channel, Endpoint};
 use witness_core::tls_reload::{
-    self, ClientAuth, ClientFiles, ReloadTask, TlsReloadMetrics, TlsReloader,
+    self, ClientAuth, ClientFiles, ReloadTask, ReloadingClientVerifier, TlsReloadMetrics,
+    TlsReloader, TrustWatched,
 };
 
 use crate::GatewayError;
@@ -102,6 +103,9 @@ use witness_core::peer_identity::certificate_identities;
 /// and client CA (stopped when this is dropped).
 pub(crate) struct ServingTls {
     acceptor: TlsAcceptor,
+    /// The admin client CA's verifier, with `[admin] client_ca`: an open
+    /// connection whose client certificate stops verifying is closed.
+    client_verifier: Option<Arc<ReloadingClientVerifier>>,
     _reload: ReloadTask,
 }
 
@@ -126,12 +130,16 @@ impl ServingTls {
         let builder = rustls::ServerConfig::builder_with_provider(reloader.provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| tls_error(&tls.cert, &e.to_string()))?;
-        let builder = match client_ca {
-            Some(path) => builder.with_client_cert_verifier(
+        let client_verifier = match client_ca {
+            Some(path) => Some(
                 reloader
                     .client_verifier(path, ClientAuth::Optional)
                     .map_err(|e| tls_error(path, &e.to_string()))?,
             ),
+            None => None,
+        };
+        let builder = match &client_verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(certificate);
@@ -143,6 +151,7 @@ impl ServingTls {
         }
         Ok(ServingTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            client_verifier,
             _reload: reloader.spawn(tls.reload_interval),
         })
     }
@@ -191,6 +200,7 @@ pub(crate) async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+    let client_verifier = tls.as_ref().and_then(|tls| tls.client_verifier.clone());
     tracing::info!(%local, tls = acceptor.is_some(), "API listener serving");
     tokio::pin!(shutdown);
     loop {
@@ -217,6 +227,7 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let client_verifier = client_verifier.clone();
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
@@ -227,6 +238,10 @@ pub(crate) async fn serve(
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let peer = PeerIdentities::of(&stream);
+                            let stream = match &client_verifier {
+                                Some(verifier) => TrustWatched::watching("api", stream, verifier),
+                                None => TrustWatched::new(stream, None),
+                            };
                             serve_connection(stream, app, peer, &builder, watcher).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),

@@ -325,9 +325,22 @@ impl TlsGateway {
     }
 
     async fn start(witness: SocketAddr, issuer: &Issuer) -> TlsGateway {
+        TlsGateway::start_reloading(witness, issuer, None).await
+    }
+
+    /// Like [`TlsGateway::start`], with the TLS files (and the admin client
+    /// CA) read again every `reload_interval` when given.
+    async fn start_reloading(
+        witness: SocketAddr,
+        issuer: &Issuer,
+        reload_interval: Option<Duration>,
+    ) -> TlsGateway {
         let ca = TestCa::new("admin client CA");
         let files = tempfile::tempdir().unwrap();
-        let (tls, ca_path) = TlsGateway::configure(&ca, files.path());
+        let (mut tls, ca_path) = TlsGateway::configure(&ca, files.path());
+        if let Some(interval) = reload_interval {
+            tls.reload_interval = interval;
+        }
         let mut config = GatewayConfig::new(format!("http://{witness}"));
         config.tls = Some(tls);
         config.admin = Some(AdminConfig {
@@ -1148,6 +1161,43 @@ fn admin_requests_over_tls_without_a_certificate_or_token_are_refused() {
             .unwrap();
         assert_eq!(added.status, 200, "{:?}", added.body);
         assert!(f.trusted(origin).await.is_some());
+    });
+}
+
+#[test]
+fn an_admin_connection_opened_before_its_client_ca_was_dropped_is_cut_off() {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let tls = TlsGateway::start_reloading(
+            f.stack.witness_addr,
+            &f.issuer,
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+        let admin = tls.ca.client(Some(tls.ca.client_identity(ADMIN_IDENTITY)));
+        let listed = answer(admin.get(tls.url("/admin/v1/logs")).send().await.unwrap()).await;
+        assert_eq!(listed.status, 200, "{:?}", listed.body);
+
+        // The operator replaces the admin client CA: the administrator's open
+        // connection must not outlive the trust it was opened with.
+        let replacement = TestCa::new("replacement admin client CA");
+        std::fs::write(tls._files.path().join("admin-ca.pem"), &replacement.pem).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let after = admin.get(tls.url("/admin/v1/logs")).send().await;
+        assert!(
+            after.is_err(),
+            "the admin API answered over a connection whose client CA was dropped: {:?}",
+            after.map(|response| response.status())
+        );
+        // The listener itself is fine: a client without a certificate is served.
+        let status = tls
+            .plain
+            .get(tls.url("/logs"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
     });
 }
 

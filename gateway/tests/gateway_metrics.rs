@@ -212,9 +212,20 @@ impl MetricsStack {
 
     /// A gateway over the stack's witness and signer.
     async fn gateway(&mut self, metrics: Option<MetricsConfig>) -> SocketAddr {
+        self.gateway_with(metrics, |_| {}).await
+    }
+
+    /// A gateway over the stack's witness and signer, its configuration
+    /// changed by `adjust`.
+    async fn gateway_with(
+        &mut self,
+        metrics: Option<MetricsConfig>,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> SocketAddr {
         let mut config = GatewayConfig::new(format!("http://{}", self.stack.witness_addr));
         config.signer = Some(self.signer_upstream.clone());
         config.metrics = metrics;
+        adjust(&mut config);
         let (addr, stop) = start_gateway(config).await;
         self.stack.stops.push(stop);
         addr
@@ -618,6 +629,74 @@ async fn prometheus_scrapes_the_mtls_metrics_listener_and_one_without_a_certific
         .as_str()
         .unwrap_or_default();
     assert!(error.contains("certificate required"), "{targets}");
+    stack.stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_whose_client_ca_is_dropped_loses_its_open_metrics_connection() {
+    let mut log = TestLog::new(PUSHED, 24);
+    log.grow(8);
+    let mut stack = MetricsStack::start(&log).await;
+    let dir = stack.files.path().to_path_buf();
+    let (server_cert, server_key) = stack.ca.issue(
+        &dir,
+        "metrics-server",
+        vec![SanType::DnsName("localhost".try_into().unwrap())],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (scraper_cert, scraper_key) = stack.ca.issue(
+        &dir,
+        "scraper",
+        vec![SanType::URI(
+            "spiffe://witness/prometheus".try_into().unwrap(),
+        )],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let scraper_cas = dir.join("scraper-cas.pem");
+    std::fs::write(&scraper_cas, &stack.ca.pem).unwrap();
+    let metrics_addr = free_port();
+    stack
+        .gateway_with(
+            Some(MetricsConfig {
+                listen: Some(metrics_addr),
+                cert: Some(server_cert),
+                key: Some(server_key),
+                client_ca: Some(scraper_cas.clone()),
+                ..MetricsConfig::new()
+            }),
+            |config| config.tls_reload_interval = Duration::from_millis(100),
+        )
+        .await;
+    let identity = format!(
+        "{}{}",
+        std::fs::read_to_string(&scraper_cert).unwrap(),
+        std::fs::read_to_string(&scraper_key).unwrap()
+    );
+    let scraper = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(stack.ca.pem.as_bytes()).unwrap()])
+        .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/metrics", metrics_addr.port());
+    // The metrics listener binds in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(metrics_addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no metrics listener");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = scraper.get(&url).send().await.unwrap().status();
+    assert_eq!(status, 200);
+
+    // The scrapers' CA is replaced: the open scrape connection goes with it.
+    std::fs::write(&scraper_cas, TestCa::new().pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = scraper.get(&url).send().await;
+    assert!(
+        after.is_err(),
+        "metrics served over a connection whose client CA was dropped: {:?}",
+        after.map(|response| response.status())
+    );
     stack.stack.stop();
 }
 

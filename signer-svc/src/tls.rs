@@ -58,7 +58,7 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use witness_core::tls_reload::{
     ClientAuth, ClientTrustWatch, ReloadTask, ReloadingClientVerifier, TlsReloadMetrics,
-    TlsReloader,
+    TlsReloader, TrustWatched,
 };
 
 use crate::audit::AuditLog;
@@ -280,9 +280,8 @@ impl PeerIdentity {
 /// A server-side TLS connection that tells tonic who the peer is, and fails
 /// once a certificate that verified no longer does.
 pub struct TlsConnection {
-    stream: TlsStream<TcpStream>,
+    stream: TrustWatched<TcpStream>,
     peer: PeerIdentity,
-    trust: Option<ClientTrustWatch>,
 }
 
 impl TlsConnection {
@@ -315,9 +314,8 @@ impl TlsConnection {
             Err(_) => None,
         };
         TlsConnection {
-            stream,
+            stream: TrustWatched::new(stream, trust),
             peer,
-            trust,
         }
     }
 }
@@ -336,13 +334,7 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(trust) = &mut this.trust
-            && let Poll::Ready(error) = trust.poll_revoked(cx)
-        {
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 

@@ -911,24 +911,45 @@ impl tower::Service<tonic::codegen::http::Uri> for MutualTlsConnector {
 #[derive(Clone, Debug, Default)]
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
-/// A server-side TLS connection that tells tonic the client's certificates,
-/// and fails once they are no longer trusted ([`ClientTrustWatch`]).
-pub struct TlsConnection {
-    stream: TlsStream<TcpStream>,
+/// A server-side TLS stream whose reads fail once its client certificate no
+/// longer verifies ([`ClientTrustWatch`]); a stream without a watch is
+/// passed through as is.
+pub struct TrustWatched<S> {
+    stream: TlsStream<S>,
     trust: Option<ClientTrustWatch>,
 }
 
-impl TlsConnection {
-    fn new(stream: TlsStream<TcpStream>, verifier: &Arc<ReloadingClientVerifier>) -> TlsConnection {
+impl<S> TrustWatched<S> {
+    /// `stream` with `trust` watching its client certificate.
+    pub fn new(stream: TlsStream<S>, trust: Option<ClientTrustWatch>) -> TrustWatched<S> {
+        TrustWatched { stream, trust }
+    }
+
+    /// `stream`, handshaken with `verifier`, watched when its client
+    /// presented a certificate (`endpoint` names it in the log).
+    pub fn watching(
+        endpoint: &'static str,
+        stream: TlsStream<S>,
+        verifier: &Arc<ReloadingClientVerifier>,
+    ) -> TrustWatched<S> {
         let (_, session) = stream.get_ref();
         let trust = session
             .peer_certificates()
-            .and_then(|chain| ClientTrustWatch::new("grpc_server", verifier.clone(), chain));
-        TlsConnection { stream, trust }
+            .and_then(|chain| ClientTrustWatch::new(endpoint, verifier.clone(), chain));
+        TrustWatched { stream, trust }
+    }
+
+    /// The TLS stream.
+    pub fn get_ref(&self) -> &TlsStream<S> {
+        &self.stream
     }
 }
 
-impl Connected for TlsConnection {
+/// A connection of the witness's gRPC listener: tells tonic the client's
+/// certificates, and fails once they are no longer trusted.
+pub type TlsConnection = TrustWatched<TcpStream>;
+
+impl Connected for TrustWatched<TcpStream> {
     type ConnectInfo = PeerCertificates;
 
     fn connect_info(&self) -> PeerCertificates {
@@ -942,7 +963,9 @@ impl Connected for TlsConnection {
     }
 }
 
-impl tokio::io::AsyncRead for TlsConnection {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncRead
+    for TrustWatched<S>
+{
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -958,7 +981,9 @@ impl tokio::io::AsyncRead for TlsConnection {
     }
 }
 
-impl tokio::io::AsyncWrite for TlsConnection {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite
+    for TrustWatched<S>
+{
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1013,7 +1038,8 @@ pub fn incoming(
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let connection = TlsConnection::new(tls, &client_verifier);
+                        let connection =
+                            TrustWatched::watching("grpc_server", tls, &client_verifier);
                         let _ = sender.send(Ok(connection)).await;
                     }
                     Ok(Err(error)) => tracing::info!(%error, "TLS handshake refused"),

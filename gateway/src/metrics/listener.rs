@@ -14,8 +14,9 @@ use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use witness_core::tls_reload::{ClientAuth, ReloadTask, TlsReloadMetrics, TlsReloader};
+use witness_core::tls_reload::{
+    ClientAuth, ReloadTask, ReloadingClientVerifier, TlsReloadMetrics, TlsReloader, TrustWatched,
+};
 
 use super::MetricsConfig;
 use crate::GatewayError;
@@ -29,10 +30,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections wait in the kernel's backlog.
 const MAX_PENDING_HANDSHAKES: usize = 64;
 
+type ClientVerifier = Arc<ReloadingClientVerifier>;
+
 /// A bound metrics listener, plain or TLS.
 pub(super) enum MetricsServer {
     Plain(TcpListener),
-    Tls(TcpListener, TlsAcceptor, ReloadTask),
+    /// With the client verifier when client certificates are required: an
+    /// open connection whose certificate stops verifying is closed.
+    Tls(TcpListener, TlsAcceptor, Option<ClientVerifier>, ReloadTask),
 }
 
 fn config_error(detail: String) -> GatewayError {
@@ -76,7 +81,7 @@ pub(super) async fn bind(
             detail: format!("binding the metrics listener {listen}: {e}"),
         })?;
     Ok(match acceptor {
-        Some((acceptor, reload)) => MetricsServer::Tls(tcp, acceptor, reload),
+        Some((acceptor, verifier, reload)) => MetricsServer::Tls(tcp, acceptor, verifier, reload),
         None => MetricsServer::Plain(tcp),
     })
 }
@@ -87,7 +92,7 @@ fn acceptor(
     client_ca: Option<&Path>,
     metrics: TlsReloadMetrics,
     reload_interval: Duration,
-) -> Result<(TlsAcceptor, ReloadTask), GatewayError> {
+) -> Result<(TlsAcceptor, Option<ClientVerifier>, ReloadTask), GatewayError> {
     let mut reloader = TlsReloader::new("metrics", metrics);
     let certificate = reloader
         .certified_key(cert, key)
@@ -95,13 +100,17 @@ fn acceptor(
     let builder = ServerConfig::builder_with_provider(reloader.provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| config_error(e.to_string()))?;
-    let builder = match client_ca {
+    let verifier = match client_ca {
         // Required: no certificate, no connection.
-        Some(path) => builder.with_client_cert_verifier(
+        Some(path) => Some(
             reloader
                 .client_verifier(path, ClientAuth::Required)
                 .map_err(|e| config_error(format!("client_ca: {e}")))?,
         ),
+        None => None,
+    };
+    let builder = match &verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut server = builder.with_cert_resolver(certificate);
@@ -113,6 +122,7 @@ fn acceptor(
     }
     Ok((
         TlsAcceptor::from(Arc::new(server)),
+        verifier,
         reloader.spawn(reload_interval),
     ))
 }
@@ -128,10 +138,10 @@ impl MetricsServer {
             MetricsServer::Plain(tcp) => {
                 axum::serve(tcp, app).with_graceful_shutdown(shutdown).await
             }
-            MetricsServer::Tls(tcp, acceptor, _reload) => {
+            MetricsServer::Tls(tcp, acceptor, verifier, _reload) => {
                 let local = tcp.local_addr()?;
                 let (accepted, handshaken) = mpsc::channel(MAX_PENDING_HANDSHAKES);
-                tokio::spawn(accept_loop(tcp, acceptor, accepted));
+                tokio::spawn(accept_loop(tcp, acceptor, verifier, accepted));
                 axum::serve(TlsListener { handshaken, local }, app)
                     .with_graceful_shutdown(shutdown)
                     .await
@@ -146,7 +156,8 @@ impl MetricsServer {
 async fn accept_loop(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
-    accepted: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    verifier: Option<ClientVerifier>,
+    accepted: mpsc::Sender<(TrustWatched<TcpStream>, SocketAddr)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
@@ -167,11 +178,16 @@ async fn accept_loop(
             return;
         };
         let acceptor = acceptor.clone();
+        let verifier = verifier.clone();
         let accepted = accepted.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
+                    let tls = match &verifier {
+                        Some(verifier) => TrustWatched::watching("metrics", tls, verifier),
+                        None => TrustWatched::new(tls, None),
+                    };
                     let _ = accepted.send((tls, peer)).await;
                 }
                 // A client without an acceptable certificate ends here.
@@ -184,12 +200,12 @@ async fn accept_loop(
 
 /// The established TLS connections, as axum's listener.
 struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    handshaken: mpsc::Receiver<(TrustWatched<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TrustWatched<TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
