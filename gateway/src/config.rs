@@ -139,13 +139,26 @@ impl GatewayConfig {
         }
     }
 
-    /// Reads and validates a TOML configuration file.
+    /// Reads and validates a TOML configuration file ([`GatewayConfig::parse`]
+    /// of its text; errors name the file).
     pub fn from_file(path: &Path) -> Result<GatewayConfig, GatewayError> {
         let text = std::fs::read_to_string(path).map_err(|e| GatewayError::Config {
             detail: format!("reading {}: {e}", path.display()),
         })?;
-        let config: GatewayConfig = toml::from_str(&text).map_err(|e| GatewayError::Config {
-            detail: format!("{}: {e}", path.display()),
+        GatewayConfig::parse(&text).map_err(|error| match error {
+            GatewayError::Config { detail } => GatewayError::Config {
+                detail: format!("{}: {detail}", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML configuration text: unknown keys are errors,
+    /// and so are values the gateway cannot serve with (prefixes that would
+    /// break routing, plain HTTP off loopback, invalid limits, ...).
+    pub fn parse(text: &str) -> Result<GatewayConfig, GatewayError> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| GatewayError::Config {
+            detail: e.to_string(),
         })?;
         config.validate()?;
         Ok(config)

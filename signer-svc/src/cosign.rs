@@ -70,6 +70,34 @@ fn next(signatures: &mut impl Iterator<Item = Result<Vec<u8>>>) -> Result<Vec<u8
         .unwrap_or_else(|| Err(Error::Backend("the key backend lost a signature".into())))
 }
 
+/// A `CosignCheckpointRequest` (alone or a batch item) validated into core
+/// types, before any check against the fork guard's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointToCosign {
+    /// The checkpoint the request describes.
+    pub checkpoint: Checkpoint,
+    /// Its note text (at most [`MAX_CHECKPOINT_TEXT_LEN`] bytes), which the
+    /// cosignature/v1 signature covers.
+    pub text: String,
+    /// The size the caller believes this signer last cosigned for the origin.
+    pub old_size: u64,
+    /// The consistency proof from `old_size`: at most [`MAX_PROOF_HASHES`].
+    pub proof: Vec<Hash>,
+}
+
+/// Validates a cosign request (the checkpoint, then the proof): the
+/// conversion every item of `CosignCheckpoint` and `CosignCheckpoints` gets.
+/// Pure, so the services' fuzz targets run it as the service does.
+pub fn checkpoint_to_cosign(request: &pb::CosignCheckpointRequest) -> Result<CheckpointToCosign> {
+    let (checkpoint, text) = checkpoint_from(request)?;
+    Ok(CheckpointToCosign {
+        checkpoint,
+        text,
+        old_size: request.old_size,
+        proof: hashes(&request.consistency_proof)?,
+    })
+}
+
 /// A request's checkpoint and its note text.
 fn checkpoint_from(request: &pb::CosignCheckpointRequest) -> Result<(Checkpoint, String)> {
     if request.origin.len() > MAX_ORIGIN_LEN {
@@ -237,17 +265,19 @@ impl SignerService {
         request: &pb::CosignCheckpointRequest,
         overlay: &mut Overlay,
     ) -> FirstCheck {
-        let parsed = checkpoint_from(request).and_then(|(checkpoint, text)| {
-            Ok((checkpoint, text, hashes(&request.consistency_proof)?))
-        });
-        let (checkpoint, text, proof) = match parsed {
+        let CheckpointToCosign {
+            checkpoint,
+            text,
+            old_size,
+            proof,
+        } = match checkpoint_to_cosign(request) {
             Ok(parsed) => parsed,
             Err(error) => return FirstCheck::Refused(error),
         };
         let origin = checkpoint.origin();
         let earlier = overlay.get(origin);
         let record = earlier.map_or_else(|| self.guard.record(origin), |(record, _)| Some(*record));
-        if let Err(refusal) = fork_guard::check(record, &checkpoint, request.old_size, &proof) {
+        if let Err(refusal) = fork_guard::check(record, &checkpoint, old_size, &proof) {
             return match earlier {
                 Some((_, rests_on)) => FirstCheck::Deferred {
                     refusal,
@@ -272,7 +302,7 @@ impl SignerService {
         FirstCheck::Passed(Checked {
             proposal: Proposal {
                 checkpoint,
-                old_size: request.old_size,
+                old_size,
                 proof,
             },
             text,

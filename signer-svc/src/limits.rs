@@ -11,6 +11,7 @@ use witness_core::merkle::MAX_PROOF_HASHES;
 use witness_core::note::MAX_NOTE_SIZE;
 
 use crate::dsse::{MAX_PAYLOAD_SIZE, MAX_PAYLOAD_TYPE_LEN};
+use crate::error::{Error, Result};
 
 /// The longest origin accepted: the ML-DSA-44 cosigned message length-prefixes
 /// the origin with one byte, and one limit for every key keeps behaviour uniform.
@@ -30,6 +31,17 @@ pub const MAX_CHECKPOINT_TEXT_LEN: usize = 4096;
 /// tens of milliseconds to sign (Ed25519 and ML-DSA-44 on two cores) and its
 /// response stays under 2 MiB (a 3.3 KB ML-DSA-44 line per item).
 pub const MAX_BATCH_ITEMS: usize = 512;
+
+/// A `CosignCheckpoints` batch has 1 to [`MAX_BATCH_ITEMS`] items; otherwise
+/// the call is refused whole, without looking at its items.
+pub fn check_batch_len(items: usize) -> Result<()> {
+    if items == 0 || items > MAX_BATCH_ITEMS {
+        return Err(Error::BadField {
+            reason: "a batch has 1 to 512 items",
+        });
+    }
+    Ok(())
+}
 
 /// Bytes of a protobuf varint encoding `value`.
 const fn varint_len(mut value: usize) -> usize {

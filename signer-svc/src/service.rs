@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use witness_core::checkpoint::verify_checkpoint;
+use witness_core::checkpoint::{VerifiedCheckpoint, verify_checkpoint};
 use witness_core::cosignature::subtree_v1_message;
 use witness_core::merkle::Hash;
 use witness_core::note::{SignatureType, VerifierKey};
@@ -20,7 +20,7 @@ use crate::dsse;
 use crate::error::{Error, Result};
 use crate::fork_guard::ForkGuard;
 use crate::keys::{self, Algorithm, SigningKey};
-use crate::limits::MAX_BATCH_ITEMS;
+use crate::limits::check_batch_len;
 use crate::metrics::Metrics;
 use crate::tls::PeerIdentity;
 
@@ -153,40 +153,26 @@ impl SignerService {
             .as_ref()
             .ok_or(Error::KeyNotConfigured("ML-DSA-44 subtree"))?;
         // The reference checkpoint must carry one of this signer's cosignatures.
-        let mut ours = vec![self.ed25519.verifier.clone()];
-        ours.push(ml_dsa.verifier.clone());
-        let verified =
-            verify_checkpoint(&request.checkpoint, &ours, None).map_err(|e| match e {
-                witness_core::Error::NoTrustedSignature
-                | witness_core::Error::InvalidSignature { .. } => Error::NotCosignedByUs,
-                other => Error::InvalidRequest(other),
-            })?;
+        let ours = [self.ed25519.verifier.clone(), ml_dsa.verifier.clone()];
+        let verified = reference_checkpoint(&request.checkpoint, &ours)?;
         let checkpoint = verified.checkpoint();
-        if !witness_core::merkle::is_valid_subtree(request.start, request.end)
-            || request.end > checkpoint.size()
-        {
-            return Err(Error::BadField {
-                reason: "[start, end) is not a valid subtree of the checkpoint",
-            });
-        }
-        let subtree_hash = Hash::from_slice(&request.subtree_hash)?;
-        let proof = hashes(&request.proof)?;
+        let subtree = subtree_to_sign(request, checkpoint.size())?;
         witness_core::merkle::verify_subtree_consistency(
-            request.start,
-            request.end,
-            &subtree_hash,
+            subtree.start,
+            subtree.end,
+            &subtree.subtree_hash,
             checkpoint.size(),
             checkpoint.root_hash(),
-            &proof,
+            &subtree.proof,
         )?;
         // Subtree cosignatures carry a zero timestamp (tlog-witness sign-subtree).
         let message = subtree_v1_message(
             &self.name,
             0,
             checkpoint.origin(),
-            request.start,
-            request.end,
-            &subtree_hash,
+            subtree.start,
+            subtree.end,
+            &subtree.subtree_hash,
         )?;
         let signature = self.sign_timed(ml_dsa.key.as_ref(), &message).await?;
         Ok(pb::SignSubtreeResponse {
@@ -202,12 +188,7 @@ impl SignerService {
             .manifest
             .as_ref()
             .ok_or(Error::KeyNotConfigured("manifest"))?;
-        dsse::check_payload(
-            &request.payload_type,
-            &request.payload,
-            &manifest.payload_types,
-        )?;
-        let message = dsse::pae(&request.payload_type, &request.payload);
+        let message = manifest_message(request, &manifest.payload_types)?;
         let signature = self.sign_timed(manifest.key.as_ref(), &message).await?;
         Ok(pb::SignManifestResponse {
             envelope: dsse::envelope(
@@ -243,6 +224,69 @@ impl SignerService {
         }
         pb::PublicKeysResponse { keys }
     }
+}
+
+// The wire-to-domain conversions of `SignSubtree` and `SignManifest`, pure
+// (no key, no record) and public so that the services' fuzz targets
+// (integration/fuzz) run exactly what the handlers run. `CosignCheckpoint`'s
+// is `crate::cosign::checkpoint_to_cosign`, and a batch's size check is
+// `crate::limits::check_batch_len`.
+
+/// A `SignSubtree` request's reference checkpoint: a note carrying a
+/// signature by one of `ours` (this signer's cosigning keys), else
+/// `NotCosignedByUs`; a malformed note is an invalid request.
+pub fn reference_checkpoint(note: &[u8], ours: &[VerifierKey]) -> Result<VerifiedCheckpoint> {
+    verify_checkpoint(note, ours, None).map_err(|e| match e {
+        witness_core::Error::NoTrustedSignature | witness_core::Error::InvalidSignature { .. } => {
+            Error::NotCosignedByUs
+        }
+        other => Error::InvalidRequest(other),
+    })
+}
+
+/// The subtree a `SignSubtree` request asks to sign, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubtreeToSign {
+    /// The first leaf of the subtree.
+    pub start: u64,
+    /// One past its last leaf.
+    pub end: u64,
+    /// Its Merkle tree hash.
+    pub subtree_hash: Hash,
+    /// The subtree consistency proof to the reference checkpoint (at most 63
+    /// hashes).
+    pub proof: Vec<Hash>,
+}
+
+/// A `SignSubtree` request's subtree, checked against the size of its
+/// (verified) reference checkpoint: `[start, end)` is a valid subtree within
+/// it, and the hash and proof are 32-byte hashes. The proof itself is
+/// verified by the caller against the checkpoint's root.
+pub fn subtree_to_sign(
+    request: &pb::SignSubtreeRequest,
+    checkpoint_size: u64,
+) -> Result<SubtreeToSign> {
+    if !witness_core::merkle::is_valid_subtree(request.start, request.end)
+        || request.end > checkpoint_size
+    {
+        return Err(Error::BadField {
+            reason: "[start, end) is not a valid subtree of the checkpoint",
+        });
+    }
+    Ok(SubtreeToSign {
+        start: request.start,
+        end: request.end,
+        subtree_hash: Hash::from_slice(&request.subtree_hash)?,
+        proof: hashes(&request.proof)?,
+    })
+}
+
+/// The bytes a `SignManifest` request has signed: the DSSE pre-authentication
+/// encoding of its payload, once the payload is allowed (an `allowed` type,
+/// at most 4 MiB, an in-toto Statement for the in-toto type).
+pub fn manifest_message(request: &pb::SignManifestRequest, allowed: &[String]) -> Result<Vec<u8>> {
+    dsse::check_payload(&request.payload_type, &request.payload, allowed)?;
+    Ok(dsse::pae(&request.payload_type, &request.payload))
 }
 
 /// A batch item's result on the wire.
@@ -324,11 +368,8 @@ impl pb::signer_server::Signer for SignerService {
             }
         }
         let entry = |item| item_entry(item, &key_id, audit_caller.as_deref());
-        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        if let Err(error) = check_batch_len(items.len()) {
             // One line for the call: its items are not looked at.
-            let error = Error::BadField {
-                reason: "a batch has 1 to 512 items",
-            };
             let entry = AuditEntry {
                 operation: OPERATION,
                 caller: audit_caller.as_deref(),

@@ -8,9 +8,10 @@ use tonic::{Code, Request, Response, Status};
 use witness_proto::witness as pb;
 
 use crate::Error;
-use crate::bundle::parse_entries;
+use crate::bundle::{TransparencyLogEntry, parse_entries};
 use crate::merkle::Hash;
 use crate::service::witness::{LogKeys, SubtreeRequest, Witness};
+use crate::witness_api::AddCheckpointRequest;
 
 /// The gRPC code for an error, following the tlog-witness outcome.
 pub fn grpc_code(error: &Error) -> Code {
@@ -54,6 +55,52 @@ fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, Error> {
     raw.iter().map(|h| Hash::from_slice(h)).collect()
 }
 
+// The wire-to-domain conversions of the requests, pure and public so that the
+// services' fuzz targets (integration/fuzz) run exactly what the handlers run.
+// What needs the witness's state (trusted keys, stored sizes) stays in
+// `Witness`; `AddLog`, `GetCheckpoint` and `Recosign` pass their strings on
+// unconverted.
+
+/// An `AddCheckpoint` request as the core takes it: the proof as hashes (at
+/// most [`crate::merkle::MAX_PROOF_HASHES`] of 32 bytes), the note bytes as
+/// sent (`Witness::add_checkpoint` parses them).
+pub fn add_checkpoint_request(
+    request: pb::AddCheckpointRequest,
+) -> Result<AddCheckpointRequest, Error> {
+    Ok(AddCheckpointRequest {
+        consistency_proof: hashes(&request.consistency_proof)?,
+        old_size: request.old_size,
+        checkpoint: request.checkpoint,
+    })
+}
+
+/// A `SignSubtree` request as the core takes it: the subtree hash and proof
+/// as hashes; the range and the note are checked by `Witness::sign_subtree`
+/// against the log's checkpoint.
+pub fn sign_subtree_request(request: pb::SignSubtreeRequest) -> Result<SubtreeRequest, Error> {
+    Ok(SubtreeRequest {
+        checkpoint: request.checkpoint,
+        start: request.start,
+        end: request.end,
+        subtree_hash: Hash::from_slice(&request.subtree_hash)?,
+        proof: hashes(&request.proof)?,
+    })
+}
+
+/// The log entry a `VerifyInclusion` request asks about: the first entry of
+/// its bundle (a Sigstore bundle or a Rekor v1 entry response). A bundle
+/// without one is a 400.
+pub fn verify_inclusion_entry(
+    request: &pb::VerifyInclusionRequest,
+) -> Result<TransparencyLogEntry, Error> {
+    parse_entries(&request.bundle)?
+        .into_iter()
+        .next()
+        .ok_or(Error::InvalidRequest {
+            reason: "the bundle has no transparency log entry",
+        })
+}
+
 /// The gRPC face of a [`Witness`].
 pub struct WitnessGrpc {
     witness: Arc<Witness>,
@@ -89,11 +136,14 @@ impl pb::witness_server::Witness for WitnessGrpc {
         &self,
         request: Request<pb::AddCheckpointRequest>,
     ) -> Result<Response<pb::AddCheckpointResponse>, Status> {
-        let request = request.into_inner();
-        let proof = hashes(&request.consistency_proof).map_err(|e| status_of(&e))?;
+        let request = add_checkpoint_request(request.into_inner()).map_err(|e| status_of(&e))?;
         let lines = self
             .witness
-            .add_checkpoint(request.old_size, proof, &request.checkpoint)
+            .add_checkpoint(
+                request.old_size,
+                request.consistency_proof,
+                &request.checkpoint,
+            )
             .await
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::AddCheckpointResponse {
@@ -105,17 +155,7 @@ impl pb::witness_server::Witness for WitnessGrpc {
         &self,
         request: Request<pb::SignSubtreeRequest>,
     ) -> Result<Response<pb::SignSubtreeResponse>, Status> {
-        let request = request.into_inner();
-        let parsed = (|| {
-            Ok::<_, Error>(SubtreeRequest {
-                checkpoint: request.checkpoint,
-                start: request.start,
-                end: request.end,
-                subtree_hash: Hash::from_slice(&request.subtree_hash)?,
-                proof: hashes(&request.proof)?,
-            })
-        })()
-        .map_err(|e| status_of(&e))?;
+        let parsed = sign_subtree_request(request.into_inner()).map_err(|e| status_of(&e))?;
         let lines = self
             .witness
             .sign_subtree(parsed)
@@ -158,13 +198,8 @@ impl pb::witness_server::Witness for WitnessGrpc {
         request: Request<pb::VerifyInclusionRequest>,
     ) -> Result<Response<pb::VerifyInclusionResponse>, Status> {
         let started = Instant::now();
-        let entries = parse_entries(&request.get_ref().bundle).map_err(|e| status_of(&e))?;
-        let Some(entry) = entries.first() else {
-            return Err(status_of(&Error::InvalidRequest {
-                reason: "the bundle has no transparency log entry",
-            }));
-        };
-        let verdict = self.witness.verify_inclusion(entry).await;
+        let entry = verify_inclusion_entry(request.get_ref()).map_err(|e| status_of(&e))?;
+        let verdict = self.witness.verify_inclusion(&entry).await;
         self.witness
             .metrics()
             .request("verify_inclusion", started.elapsed());

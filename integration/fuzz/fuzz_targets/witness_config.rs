@@ -1,0 +1,7 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// The body is in src/witness_config.rs, shared with CI's smoke pass
+// (integration/tests/service_fuzz_smoke.rs).
+fuzz_target!(|data: &[u8]| services_fuzz::witness_config::run(data));
