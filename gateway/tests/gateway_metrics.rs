@@ -210,6 +210,20 @@ impl MetricsStack {
         SignerClient::new(channel)
     }
 
+    /// A certificate and key for the metrics listener (`localhost`,
+    /// 127.0.0.1) from the test CA.
+    fn metrics_server_certificate(&self) -> (PathBuf, PathBuf) {
+        self.ca.issue(
+            self.files.path(),
+            "metrics-server",
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
     /// A gateway over the stack's witness and signer.
     async fn gateway(&mut self, metrics: Option<MetricsConfig>) -> SocketAddr {
         self.gateway_with(metrics, |_| {}).await
@@ -544,15 +558,7 @@ async fn prometheus_scrapes_the_mtls_metrics_listener_and_one_without_a_certific
     log.grow(8);
     let mut stack = MetricsStack::start(&log).await;
     let dir = stack.files.path().to_path_buf();
-    let (server_cert, server_key) = stack.ca.issue(
-        &dir,
-        "metrics-server",
-        vec![
-            SanType::DnsName("localhost".try_into().unwrap()),
-            SanType::IpAddress([127, 0, 0, 1].into()),
-        ],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let (server_cert, server_key) = stack.metrics_server_certificate();
     let (prometheus_cert, prometheus_key) = stack.ca.issue(
         &dir,
         "prometheus",
@@ -638,12 +644,7 @@ async fn a_scraper_whose_client_ca_is_dropped_loses_its_open_metrics_connection(
     log.grow(8);
     let mut stack = MetricsStack::start(&log).await;
     let dir = stack.files.path().to_path_buf();
-    let (server_cert, server_key) = stack.ca.issue(
-        &dir,
-        "metrics-server",
-        vec![SanType::DnsName("localhost".try_into().unwrap())],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let (server_cert, server_key) = stack.metrics_server_certificate();
     let (scraper_cert, scraper_key) = stack.ca.issue(
         &dir,
         "scraper",
