@@ -689,14 +689,14 @@ impl ClientTrustWatch {
     pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if self.revoked.is_none() {
             let mut due = false;
-            if let Poll::Ready(reloads) = self.reload.as_mut().poll(cx) {
+            // Until pending: `cx` is then registered with the current future,
+            // and no finished future is kept to be polled again.
+            while let Poll::Ready(reloads) = self.reload.as_mut().poll(cx) {
                 due = true;
                 self.reload = match reloads {
                     Some(reloads) => next_reload(reloads),
                     None => Box::pin(std::future::pending()),
                 };
-                // Registers `cx` with the new future.
-                let _ = self.reload.as_mut().poll(cx);
             }
             if let Some(expiry) = &mut self.expiry
                 && expiry.as_mut().poll(cx).is_ready()
