@@ -19,6 +19,8 @@
 //!                                LOADGEN_SOAK_SECONDS > 0); the first checkpoint of every log always runs
 //!   LOADGEN_MALLOC_ARENA_MAX     MALLOC_ARENA_MAX of our three services (default 2, as the container
 //!                                images set it; `unset` for glibc's default of 8 per core)
+//!   LOADGEN_WITNESS_ENV          extra environment of our witness, KEY=VALUE pairs separated by `;`
+//!                                (a heap profiler's LD_PRELOAD; README, "Benchmarks")
 //!   LOADGEN_SOAK_SECONDS         duration of the soak; 0 = no soak (default 0)
 //!   LOADGEN_SOAK_RATE            fixed arrival rate of the soak in requests/s (default 700: half
 //!                                the 1,400/s (a) measures with every checkpoint archived, README;
@@ -1709,6 +1711,17 @@ async fn start_ours(artifacts: &Path, registry: &[(String, String)]) -> Res<Targ
     if arenas != "unset" {
         for service in [Service::Signer, Service::Witness, Service::Gateway] {
             stack.set_env(service, "MALLOC_ARENA_MAX", &arenas);
+        }
+    }
+    // Extra environment for the witness only, `KEY=VALUE` pairs separated by
+    // `;`: how a heap profiler's preload library gets in (see the README's
+    // "Benchmarks" for the heaptrack recipe).
+    if let Ok(extra) = std::env::var("LOADGEN_WITNESS_ENV") {
+        for pair in extra.split(';').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("LOADGEN_WITNESS_ENV: {pair:?} is not KEY=VALUE"))?;
+            stack.set_env(Service::Witness, key, value);
         }
     }
     stack.restart(Service::Signer).await?;

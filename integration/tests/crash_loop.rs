@@ -508,8 +508,18 @@ async fn crash_loop(
         let objects = archived_objects(archive);
         archived_total += objects.len();
         let mut listed: BTreeSet<(String, [u8; 32])> = BTreeSet::new();
+        // A kill during a manifest's upload leaves its staging file too.
         let manifests = std::fs::read_dir(archive.join("manifests"))
-            .map(|dir| dir.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+            .map(|dir| {
+                dir.map(|e| e.unwrap().path())
+                    .filter(|path| {
+                        !path
+                            .file_name()
+                            .and_then(|file| file.to_str())
+                            .is_some_and(is_staging_file)
+                    })
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         for manifest in &manifests {
             let verified = verify_manifest(&std::fs::read(manifest).unwrap(), &verifier)
@@ -871,7 +881,11 @@ impl Samples {
 }
 
 /// Every object under `<archive>/checkpoints/`, by name relative to the
-/// archive's root; each name's digest must be its bytes'.
+/// archive's root; each name's digest must be its bytes'. A file named
+/// `<object>#<digits>` is not an object: it is object_store's staging file for
+/// an upload (written, then renamed onto the object's name), left behind when
+/// the kill lands between the two. object_store's own listing skips such names,
+/// and so does every reader of the archive.
 fn archived_objects(archive: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut objects = BTreeMap::new();
     let mut pending = vec![archive.join("checkpoints")];
@@ -891,6 +905,13 @@ fn archived_objects(archive: &Path) -> BTreeMap<String, Vec<u8>> {
                 .to_str()
                 .unwrap()
                 .to_owned();
+            if path
+                .file_name()
+                .and_then(|file| file.to_str())
+                .is_some_and(is_staging_file)
+            {
+                continue;
+            }
             let bytes = std::fs::read(&path).unwrap();
             let digest = hex::encode(sha2::Sha256::digest(&bytes));
             assert!(
@@ -901,6 +922,23 @@ fn archived_objects(archive: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     objects
+}
+
+/// Whether the file name `file` is an object_store staging file's: `#` and then
+/// only digits (the rule of object_store's `LocalFileSystem`, which never lists
+/// them).
+fn is_staging_file(file: &str) -> bool {
+    file.split_once('#')
+        .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[test]
+fn staging_files_left_by_a_kill_are_told_from_archived_objects() {
+    assert!(is_staging_file("20261129T182851Z-5053.txt#1"));
+    assert!(is_staging_file("20261129T182851Z-5053.txt#42"));
+    assert!(!is_staging_file("20261129T182851Z-5053.txt"));
+    assert!(!is_staging_file("20261129T182851Z-5053.txt#"));
+    assert!(!is_staging_file("20261129T182851Z-5053.txt#1a"));
 }
 
 /// The PEM public key of the P-256 private key in `path`.
