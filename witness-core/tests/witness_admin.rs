@@ -15,7 +15,7 @@ use witness_core::note::{SignatureType, VerifierKey};
 use witness_core::service::grpc::WitnessGrpc;
 use witness_core::service::store::LogStore;
 use witness_core::service::store::sqlite::SqliteStore;
-use witness_core::service::witness::{ShardedLog, Witness};
+use witness_core::service::witness::{Feed, LogKeys, ShardedLog, Witness};
 use witness_proto::witness as pb;
 use witness_proto::witness::witness_server::Witness as _;
 use witness_support::{TestLog, WitnessHarness};
@@ -280,4 +280,43 @@ async fn recosign_over_grpc_answers_the_cosigned_size_with_a_newer_timestamp() {
     assert_eq!(after.tree, before.tree);
     assert!(after.cosigned_at > before.cosigned_at);
     assert_ne!(after.note, before.note);
+}
+
+/// Memory at 40,000 logs: a key list read back from the store was collected
+/// with room for four keys, 28 MB of spare capacity across the registry
+/// (heaptrack). Every list the registry holds, from the store, from a run-time
+/// add or from the configuration, is exactly as long as its capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_key_lists_carry_no_spare_capacity_at_many_logs() {
+    // A configured log whose key list has room to spare, as a parser may build it.
+    let configured = TestLog::new("example.com/capacity-configured", 29);
+    let mut keys = Vec::with_capacity(8);
+    keys.push(configured.verifier.clone());
+    let logs = vec![LogKeys {
+        origin: configured.origin.clone(),
+        keys,
+        feed: Feed::Push,
+    }];
+    let h = WitnessHarness::start(logs, Vec::new(), false).await;
+    for index in 0..3 {
+        let log = TestLog::new(&format!("example.com/capacity-{index}"), 30 + index);
+        h.witness
+            .add_log("", &log.verifier.to_vkey())
+            .await
+            .unwrap();
+    }
+    let check = |witness: &Witness, when: &str| {
+        let logs = witness.trusted_logs();
+        assert_eq!(logs.len(), 4, "{when}");
+        for log in logs {
+            assert_eq!(
+                log.keys.capacity(),
+                log.keys.len(),
+                "{when}: {} holds spare key slots",
+                log.origin
+            );
+        }
+    };
+    check(&h.witness, "added at run time");
+    check(&restarted(&h, Vec::new()).await, "read back from the store");
 }
