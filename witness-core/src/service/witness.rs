@@ -221,7 +221,6 @@ pub struct Witness {
     skip_core_checks: bool,
 }
 
-/// The vkey form of a log's keys, sorted: what the store compares.
 /// `log` as the registry holds it, its key list trimmed to its length: a list
 /// collected from an iterator of unknown length starts with room for four keys
 /// (over 900 bytes), which at 40,000 logs of one key each was 28 MB of the
@@ -231,6 +230,7 @@ fn shared(mut log: LogKeys) -> Arc<LogKeys> {
     Arc::new(log)
 }
 
+/// The vkey form of a log's keys, sorted: what the store compares.
 fn verifier_key_texts(keys: &[VerifierKey]) -> Vec<String> {
     let mut texts: Vec<String> = keys.iter().map(VerifierKey::to_vkey).collect();
     texts.sort();
