@@ -512,12 +512,7 @@ async fn crash_loop(
         let manifests = std::fs::read_dir(archive.join("manifests"))
             .map(|dir| {
                 dir.map(|e| e.unwrap().path())
-                    .filter(|path| {
-                        !path
-                            .file_name()
-                            .and_then(|file| file.to_str())
-                            .is_some_and(is_staging_file)
-                    })
+                    .filter(|path| !is_staging_path(path))
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
@@ -905,11 +900,7 @@ fn archived_objects(archive: &Path) -> BTreeMap<String, Vec<u8>> {
                 .to_str()
                 .unwrap()
                 .to_owned();
-            if path
-                .file_name()
-                .and_then(|file| file.to_str())
-                .is_some_and(is_staging_file)
-            {
+            if is_staging_path(&path) {
                 continue;
             }
             let bytes = std::fs::read(&path).unwrap();
@@ -930,6 +921,13 @@ fn archived_objects(archive: &Path) -> BTreeMap<String, Vec<u8>> {
 fn is_staging_file(file: &str) -> bool {
     file.split_once('#')
         .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// [`is_staging_file`] of `path`'s file name.
+fn is_staging_path(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|file| file.to_str())
+        .is_some_and(is_staging_file)
 }
 
 #[test]
