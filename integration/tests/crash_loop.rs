@@ -18,7 +18,7 @@
 //!    every size a client had already received when it was sampled, and is
 //!    a root the log really had;
 //! 3. every cosignature a client received is in the archive byte for byte
-//!    (`checkpoints/<origin>/<size>/<time>-<sha256>.txt`) and listed in a
+//!    (`checkpoints/<origin>/<size folder>/<size>-<time>-<sha256>.txt`) and listed in a
 //!    manifest that verifies against the signer's manifest key;
 //! 4. the signer's own record is never behind the witness's state and has the
 //!    same root at the same size.
@@ -51,7 +51,9 @@ use witness_core::merkle::{
     Hash, RootBuilder, SubtreeHashSource, prove_consistency, verify_consistency,
 };
 use witness_core::note::{VerifierKey, parse_note, verify_note};
-use witness_core::service::archive::{ManifestVerifier, origin_segment, verify_manifest};
+use witness_core::service::archive::{
+    ManifestVerifier, origin_segment, size_folder, verify_manifest,
+};
 use witness_core::witness_api::{AddCheckpointRequest, serialize_add_checkpoint_body};
 use witness_support::TestLog;
 
@@ -539,7 +541,12 @@ async fn crash_loop(
         }
         for r in received.iter().filter(|r| r.replica == replica) {
             let sha: [u8; 32] = sha2::Sha256::digest(&r.note).into();
-            let prefix = format!("checkpoints/{}/{:019}/", origin_segment(&r.origin), r.size);
+            let prefix = format!(
+                "checkpoints/{}/{:019}/{:019}-",
+                origin_segment(&r.origin),
+                size_folder(r.size),
+                r.size
+            );
             let suffix = format!("-{}.txt", hex::encode(sha));
             let found = objects.iter().find(|(name, bytes)| {
                 name.starts_with(&prefix) && name.ends_with(&suffix) && **bytes == r.note

@@ -21,7 +21,7 @@ use support_archive::{
 };
 use witness_core::Error;
 use witness_core::service::archive::{
-    Archive, ArchiveConfig, ManifestSubject, origin_segment, verify_manifest,
+    Archive, ArchiveConfig, MAX_MANIFEST_SUBJECTS, ManifestSubject, origin_segment, verify_manifest,
 };
 use witness_core::service::metrics::WitnessMetrics;
 
@@ -356,6 +356,32 @@ async fn manifest_is_never_written_unsigned() {
     running.stop().await;
     assert_archived_exactly(reader.as_ref(), &signing.manifest_verifier(), &cosigned).await;
     assert_eq!(spooled_files(&local.config.spool_dir, "periods"), 0);
+}
+
+#[tokio::test]
+async fn a_full_manifest_closes_its_period_early_and_the_rest_goes_to_the_next() {
+    let local = LocalArchive::new();
+    let reader = local.reader();
+    let signer = Arc::new(TestSigner::new(Some(Algorithm::Ed25519)).await);
+    let running = Running::start(&local.config, signer.clone(), metrics());
+    let cosigned = cosign_logs(&signer, "full", MAX_MANIFEST_SUBJECTS + 3).await;
+    for checkpoint in &cosigned {
+        checkpoint.submit(&running.submitter).await;
+    }
+    eventually("every checkpoint stored", WAIT, || async {
+        checkpoint_count(reader.as_ref()).await == cosigned.len()
+    })
+    .await;
+    running.stop().await;
+    let verifier = signer.manifest_verifier();
+    let manifests = objects(reader.as_ref(), "manifests").await;
+    let mut sizes: Vec<usize> = manifests
+        .values()
+        .map(|envelope| verify_manifest(envelope, &verifier).unwrap().subjects.len())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [3, MAX_MANIFEST_SUBJECTS]);
+    assert_archived_exactly(reader.as_ref(), &verifier, &cosigned).await;
 }
 
 #[tokio::test]

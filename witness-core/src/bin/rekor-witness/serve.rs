@@ -46,7 +46,7 @@ pub fn run(command: ServeCommand) -> ExitCode {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match witness_core::service::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("rekor-witness serve: {error}");

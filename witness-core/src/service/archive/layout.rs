@@ -16,9 +16,17 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The folder holding the signed manifests.
 pub const MANIFESTS_DIR: &str = "manifests";
 
+/// Tree sizes per folder under a log's folder. A folder per size would cost a
+/// directory (an inode and a 4 KiB block on a local disk) per cosignature of a
+/// growing log and a `mkdir` on the write path; a thousand sizes per folder
+/// keep every folder small (the way tlog-tiles groups tile indexes by three
+/// digits) while a log growing by one entry at a time gets a new folder once
+/// per thousand cosignatures.
+pub const SIZES_PER_FOLDER: u64 = 1000;
+
 /// The longest origin segment kept whole. One path segment must stay under the
 /// 255-byte file name limit of local filesystems, and a whole key under S3's
-/// 1,024 bytes: 160 + the rest of a checkpoint key (118 bytes) + a configured
+/// 1,024 bytes: 160 + the rest of a checkpoint key (138 bytes) + a configured
 /// prefix of at most [`MAX_PREFIX_LEN`] bytes and its `/` stays below both.
 const MAX_ORIGIN_SEGMENT: usize = 160;
 /// How much of a longer escaped origin is kept, for people browsing the archive,
@@ -88,11 +96,13 @@ pub struct ArchivedCheckpoint {
 
 impl ArchivedCheckpoint {
     /// Parses a cosigned checkpoint note and names its object:
-    /// `checkpoints/<origin segment>/<size, 19 digits>/<cosigned at>-<sha256>.txt`,
-    /// with the cosignature time as `YYYYMMDDTHHMMSSZ` (UTC). Sizes are
-    /// zero-padded and times big-endian so that listing order is numeric order.
-    /// The full digest in the name means two different notes never share one,
-    /// even re-cosignatures of the same tree in the same second.
+    /// `checkpoints/<origin segment>/<size folder>/<size>-<cosigned at>-<sha256>.txt`,
+    /// with the size zero-padded to 19 digits, the size folder the size rounded
+    /// down to a multiple of [`SIZES_PER_FOLDER`] (also 19 digits), and the
+    /// cosignature time as `YYYYMMDDTHHMMSSZ` (UTC). Sizes are zero-padded and
+    /// times big-endian so that listing order is numeric order. The full digest
+    /// in the name means two different notes never share one, even
+    /// re-cosignatures of the same tree in the same second.
     pub fn new(origin: &str, cosigned_at: u64, note: &[u8]) -> Result<ArchivedCheckpoint> {
         let parsed = parse_note(note)?;
         let checkpoint = parse_checkpoint_text(parsed.text())?;
@@ -106,10 +116,11 @@ impl ArchivedCheckpoint {
             detail: format!("cosignature time {cosigned_at} is after the year 9999"),
         })?;
         let sha256: [u8; 32] = Sha256::digest(note).into();
+        let size = checkpoint.size();
         let name = format!(
-            "{CHECKPOINTS_DIR}/{}/{:019}/{time}-{}.txt",
+            "{CHECKPOINTS_DIR}/{}/{:019}/{size:019}-{time}-{}.txt",
             origin_segment(origin),
-            checkpoint.size(),
+            size_folder(size),
             hex::encode(sha256)
         );
         let path = Path::parse(&name).map_err(|e| Error::Archive {
@@ -148,6 +159,12 @@ impl ArchivedCheckpoint {
     pub fn sha256(&self) -> &[u8; 32] {
         &self.sha256
     }
+}
+
+/// The first tree size of the folder holding checkpoints of tree size `size`:
+/// `size` rounded down to a multiple of [`SIZES_PER_FOLDER`].
+pub fn size_folder(size: u64) -> u64 {
+    size - size % SIZES_PER_FOLDER
 }
 
 /// The start of the period holding `second`: periods are aligned to multiples
@@ -195,6 +212,52 @@ mod tests {
         assert_eq!(rfc3339(253_402_300_800), None);
         assert_eq!(rfc3339(u64::MAX), None);
         assert_eq!(basic_timestamp(1_767_225_600).unwrap(), "20260101T000000Z");
+    }
+
+    fn archived(size: u64) -> ArchivedCheckpoint {
+        use base64::Engine as _;
+        let root = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let note = format!("example.org/log\n{size}\n{root}\n\n\u{2014} w AAAAAAE=\n");
+        ArchivedCheckpoint::new("example.org/log", 1_767_225_600, note.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_growing_log_gets_a_new_folder_once_per_thousand_sizes_and_names_sort_by_size() {
+        let name = |size| archived(size).path().to_string();
+        let digest = hex::encode(Sha256::digest(archived(1_234_567).note()));
+        assert_eq!(
+            name(1_234_567),
+            format!(
+                "checkpoints/example.org_2Flog/0000000000001234000/\
+                 0000000000001234567-20260101T000000Z-{digest}.txt"
+            )
+        );
+        let folder = |size| {
+            let name = name(size);
+            name.rsplit_once('/').unwrap().0.to_owned()
+        };
+        assert_eq!(folder(1_234_000), folder(1_234_999));
+        assert_ne!(folder(1_234_999), folder(1_235_000));
+        assert_eq!(folder(0), folder(999));
+        // Listing order is size order, across folders and within one.
+        let sizes = [
+            0,
+            9,
+            10,
+            999,
+            1_000,
+            1_001,
+            99_999,
+            100_000,
+            u64::from(u32::MAX),
+        ];
+        let names: Vec<String> = sizes.iter().map(|&s| name(s)).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        // The largest size still names a file within the 255-byte limit.
+        let last = name(i64::MAX as u64);
+        assert!(last.rsplit('/').next().unwrap().len() < 255, "{last}");
     }
 
     #[test]

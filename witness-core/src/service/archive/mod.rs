@@ -6,7 +6,7 @@
 //! Under the archive's root (a local directory, or an S3 bucket and prefix):
 //!
 //! ```text
-//! checkpoints/<origin>/<size>/<cosigned at>-<sha256>.txt
+//! checkpoints/<origin>/<size folder>/<size>-<cosigned at>-<sha256>.txt
 //! manifests/<period start>-<period end>.dsse.json
 //! ```
 //!
@@ -15,6 +15,10 @@
 //!   bytes cut and suffixed with the SHA-256 of the origin. No origin can leave
 //!   its folder or share it with another, even on case-insensitive filesystems.
 //! - `<size>` is the tree size, zero-padded to 19 digits so listings sort.
+//! - `<size folder>` is the size rounded down to a multiple of 1,000, also 19
+//!   digits: a folder holds the checkpoints of a thousand consecutive sizes, so
+//!   a log growing one entry at a time costs a new directory once per thousand
+//!   cosignatures rather than at each one.
 //! - `<cosigned at>` is the cosignature time, `YYYYMMDDTHHMMSSZ` (UTC).
 //! - `<sha256>` is the hex SHA-256 of the object: the note exactly as the
 //!   witness returned it, checkpoint text and every signature line. Every
@@ -89,7 +93,10 @@ use crate::service::metrics::WitnessMetrics;
 use crate::{Error, Result};
 
 pub use config::ArchiveConfig;
-pub use layout::{ArchivedCheckpoint, CHECKPOINTS_DIR, MANIFESTS_DIR, origin_segment};
+pub use layout::{
+    ArchivedCheckpoint, CHECKPOINTS_DIR, MANIFESTS_DIR, SIZES_PER_FOLDER, origin_segment,
+    size_folder,
+};
 pub use manifest::{
     MAX_ENVELOPE_SIZE, MAX_MANIFEST_SUBJECTS, ManifestSubject, ManifestVerifier, PAYLOAD_TYPE,
     PREDICATE_TYPE, STATEMENT_TYPE, VerifiedManifest, verify_envelope, verify_manifest,

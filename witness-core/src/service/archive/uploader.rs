@@ -40,6 +40,36 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The second at which a full period that started at `start` closes early,
+/// or `None` while the clock still reads `now == start`: the closed period is
+/// named by its start and end, and the next one starts at its end, so a period
+/// must end after it starts or two full periods in one second would share a
+/// manifest name (and a sealed journal in the spool). A clock behind `start`
+/// (stepped back) closes one second after it.
+fn early_close_second(start: u64, now: u64) -> Option<u64> {
+    match now.cmp(&start) {
+        std::cmp::Ordering::Greater => Some(now),
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Less => Some(start + 1),
+    }
+}
+
+/// Waits, for at most a second, until a full period that started at `start`
+/// can close (see [`early_close_second`]), and returns when it closes. Only a
+/// writer filling more than one manifest in a second waits.
+async fn close_early_at(start: u64) -> u64 {
+    if let Some(second) = early_close_second(start, unix_now()) {
+        return second;
+    }
+    let into_second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(Duration::ZERO, |d| {
+            Duration::from_nanos(u64::from(d.subsec_nanos()))
+        });
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(into_second)).await;
+    early_close_second(start, unix_now()).unwrap_or(start + 1)
+}
+
 /// Exponential backoff between attempts.
 pub(crate) struct Backoff {
     next: Option<Instant>,
@@ -484,7 +514,7 @@ impl Uploader {
                 self.append_to_journal(std::mem::take(&mut lines)).await?;
                 batch_names.clear();
                 batch_names.insert(subject.name.clone());
-                let now = unix_now().max(self.current.start);
+                let now = close_early_at(self.current.start).await;
                 self.seal_current(now, now).await;
             }
             lines.push(subject);
@@ -631,5 +661,27 @@ impl Uploader {
             })),
             Err(error) => Err(WriteError::Unavailable(error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_periods_in_one_second_never_share_a_name() {
+        // Closing at the second the period started would name it `T-T`, and
+        // the next full period in that second `T-T` again.
+        assert_eq!(early_close_second(100, 100), None);
+        assert_eq!(early_close_second(100, 101), Some(101));
+        assert_eq!(early_close_second(100, 99), Some(101));
+    }
+
+    #[tokio::test]
+    async fn a_full_period_closes_after_the_second_it_started() {
+        let start = unix_now();
+        let closed = close_early_at(start).await;
+        assert!(closed > start);
+        assert!(closed <= unix_now().max(start + 1));
     }
 }

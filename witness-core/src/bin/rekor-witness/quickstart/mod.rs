@@ -63,7 +63,7 @@ pub struct QuickstartCommand {
 
 pub fn run(command: QuickstartCommand) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match witness_core::service::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("rekor-witness quickstart: {error}");
