@@ -21,7 +21,8 @@ use support_archive::{
 };
 use witness_core::Error;
 use witness_core::service::archive::{
-    Archive, ArchiveConfig, MAX_MANIFEST_SUBJECTS, ManifestSubject, origin_segment, verify_manifest,
+    ARCHIVE_MANIFEST_SUBJECTS, Archive, ArchiveConfig, ManifestSubject, origin_segment,
+    verify_manifest,
 };
 use witness_core::service::metrics::WitnessMetrics;
 
@@ -364,7 +365,7 @@ async fn a_full_manifest_closes_its_period_early_and_the_rest_goes_to_the_next()
     let reader = local.reader();
     let signer = Arc::new(TestSigner::new(Some(Algorithm::Ed25519)).await);
     let running = Running::start(&local.config, signer.clone(), metrics());
-    let cosigned = cosign_logs(&signer, "full", MAX_MANIFEST_SUBJECTS + 3).await;
+    let cosigned = cosign_logs(&signer, "full", ARCHIVE_MANIFEST_SUBJECTS + 3).await;
     for checkpoint in &cosigned {
         checkpoint.submit(&running.submitter).await;
     }
@@ -380,7 +381,7 @@ async fn a_full_manifest_closes_its_period_early_and_the_rest_goes_to_the_next()
         .map(|envelope| verify_manifest(envelope, &verifier).unwrap().subjects.len())
         .collect();
     sizes.sort_unstable();
-    assert_eq!(sizes, [3, MAX_MANIFEST_SUBJECTS]);
+    assert_eq!(sizes, [3, ARCHIVE_MANIFEST_SUBJECTS]);
     assert_archived_exactly(reader.as_ref(), &verifier, &cosigned).await;
 }
 

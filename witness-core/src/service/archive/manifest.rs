@@ -21,17 +21,20 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// What a manifest's predicate says.
 pub const PREDICATE_TYPE: &str = "https://rekor-witness.dev/checkpoint-archive/v1";
 
-/// The most subjects in one manifest; a period with more is closed early and
-/// the rest go to the next manifest. Sealing holds the statement several times
-/// over for a moment (the payload, the signer request and its answer, the
-/// envelope and its decoded check), in the witness and in the signer: at 10,000
-/// subjects that was a 15 MiB spike in the witness's memory, the largest item
-/// of its peak at 40,000 logs. 2,000 subjects keep it near 3 MiB and make a
-/// manifest about every second at 2,000 cosignatures/s. A subject is at most
-/// 397 bytes of JSON (a 298-byte name that needs no escaping, a 64-digit digest
-/// and 35 bytes of punctuation), so a payload stays under 0.8 MB, far below the
-/// signer's 4 MiB limit.
-pub const MAX_MANIFEST_SUBJECTS: usize = 2_000;
+/// The most subjects in one manifest. The signer refuses payloads over 4 MiB; a
+/// subject is at most 397 bytes of JSON (a 298-byte name that needs no
+/// escaping, a 64-digit digest and 35 bytes of punctuation), so 10,000 subjects
+/// stay under 4 MB.
+pub const MAX_MANIFEST_SUBJECTS: usize = 10_000;
+
+/// The subjects at which the archive closes a period early; the rest go to the
+/// next manifest. Sealing holds the statement several times over for a moment
+/// (the payload, the signer request and its answer, the envelope and its
+/// decoded check), in the witness and in the signer: at 10,000 subjects that
+/// was a 15 MiB spike in the witness's memory, the largest item of its peak at
+/// 40,000 logs. 2,000 keep it near 3 MiB and make about one manifest a second
+/// at 2,000 cosignatures/s.
+pub const ARCHIVE_MANIFEST_SUBJECTS: usize = 2_000;
 
 /// The largest envelope read: a 4 MiB payload in base64 (5.6 MB) and signatures.
 pub const MAX_ENVELOPE_SIZE: usize = 8 << 20;

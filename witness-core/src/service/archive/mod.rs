@@ -73,7 +73,7 @@
 //! journal is resumed instead, so each object is listed once; only an object
 //! whose write was cut short by the crash and redone in a later period may be
 //! listed in both periods' manifests. A period reaching
-//! [`MAX_MANIFEST_SUBJECTS`] objects is closed early. When the signer or the
+//! [`ARCHIVE_MANIFEST_SUBJECTS`] objects is closed early. When the signer or the
 //! store is unavailable the manifest is retried later, also after a restart;
 //! an unsigned manifest is never written.
 
@@ -98,8 +98,9 @@ pub use layout::{
     size_folder,
 };
 pub use manifest::{
-    MAX_ENVELOPE_SIZE, MAX_MANIFEST_SUBJECTS, ManifestSubject, ManifestVerifier, PAYLOAD_TYPE,
-    PREDICATE_TYPE, STATEMENT_TYPE, VerifiedManifest, verify_envelope, verify_manifest,
+    ARCHIVE_MANIFEST_SUBJECTS, MAX_ENVELOPE_SIZE, MAX_MANIFEST_SUBJECTS, ManifestSubject,
+    ManifestVerifier, PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, VerifiedManifest,
+    verify_envelope, verify_manifest,
 };
 
 pub(crate) use manifest::envelope as dsse_envelope;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::service::archive::ManifestSigner;
 use crate::service::archive::layout::{manifest_path, period_start};
 use crate::service::archive::manifest::{
-    MAX_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
+    ARCHIVE_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
 };
 use crate::service::archive::spool::{Queued, Spool, SpooledPeriod};
 use crate::service::metrics::WitnessMetrics;
@@ -510,7 +510,7 @@ impl Uploader {
             {
                 continue;
             }
-            if self.current.subjects.len() + lines.len() >= MAX_MANIFEST_SUBJECTS {
+            if self.current.subjects.len() + lines.len() >= ARCHIVE_MANIFEST_SUBJECTS {
                 self.append_to_journal(std::mem::take(&mut lines)).await?;
                 batch_names.clear();
                 batch_names.insert(subject.name.clone());
