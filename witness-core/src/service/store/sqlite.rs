@@ -661,21 +661,17 @@ mod tests {
     async fn read_connections_are_query_only_with_a_small_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        let cache: i64 = store
+        let (cache, query_only) = store
             .read(|conn| {
-                conn.query_row("PRAGMA cache_size", [], |row| row.get(0))
-                    .map_err(|e| storage("reading", e))
+                let pragma = |name: &str| {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+                        .map_err(|e| storage("reading", e))
+                };
+                Ok((pragma("cache_size")?, pragma("query_only")?))
             })
             .await
             .unwrap();
         assert_eq!(cache, -i64::from(READER_CACHE_KIB));
-        let query_only: i64 = store
-            .read(|conn| {
-                conn.query_row("PRAGMA query_only", [], |row| row.get(0))
-                    .map_err(|e| storage("reading", e))
-            })
-            .await
-            .unwrap();
         assert_eq!(query_only, 1);
     }
 }
