@@ -26,10 +26,10 @@ pub mod witness;
 /// The most threads the witness's runtime runs blocking work on: SQLite reads
 /// (at most four at once), archive spool calls, local-archive writes (at most
 /// eight at once) and `syncfs`. Tokio's default of 512 let a burst of requests
-/// start a thread for nearly every queued read, each kept alive 10 s with its
-/// own stack and allocator caches: about 60 threads and 30 MiB under load. No
-/// blocking task here waits for another one, so a bound cannot deadlock; past
-/// it, work queues for a thread that is about to be free.
+/// start a thread for nearly every queued task, each kept alive 10 s with its
+/// own stack: about 60 threads under load at 40,000 logs, 20 with this bound
+/// (peak RSS 3 MiB lower). No blocking task here waits for another one, so a
+/// bound cannot deadlock; past it, work queues for a thread about to be free.
 pub const MAX_BLOCKING_THREADS: usize = 16;
 
 /// The runtime of `rekor-witness serve` and `quickstart`: tokio's multi-thread
