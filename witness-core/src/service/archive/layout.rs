@@ -201,6 +201,16 @@ fn basic_timestamp(second: u64) -> Option<String> {
     rfc3339(second).map(|text| text.replace(['-', ':'], ""))
 }
 
+/// A checkpoint of `example.org/log` at `size`, cosigned at 2026-01-01T00:00:00Z,
+/// for the archive's unit tests.
+#[cfg(test)]
+pub(crate) fn test_checkpoint(size: u64) -> ArchivedCheckpoint {
+    use base64::Engine as _;
+    let root = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let note = format!("example.org/log\n{size}\n{root}\n\n\u{2014} w AAAAAAE=\n");
+    ArchivedCheckpoint::new("example.org/log", 1_767_225_600, note.as_bytes()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,17 +224,10 @@ mod tests {
         assert_eq!(basic_timestamp(1_767_225_600).unwrap(), "20260101T000000Z");
     }
 
-    fn archived(size: u64) -> ArchivedCheckpoint {
-        use base64::Engine as _;
-        let root = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        let note = format!("example.org/log\n{size}\n{root}\n\n\u{2014} w AAAAAAE=\n");
-        ArchivedCheckpoint::new("example.org/log", 1_767_225_600, note.as_bytes()).unwrap()
-    }
-
     #[test]
     fn a_growing_log_gets_a_new_folder_once_per_thousand_sizes_and_names_sort_by_size() {
-        let name = |size| archived(size).path().to_string();
-        let digest = hex::encode(Sha256::digest(archived(1_234_567).note()));
+        let name = |size| test_checkpoint(size).path().to_string();
+        let digest = hex::encode(Sha256::digest(test_checkpoint(1_234_567).note()));
         assert_eq!(
             name(1_234_567),
             format!(

@@ -472,6 +472,7 @@ fn read_journal(path: &Path) -> Result<Vec<ManifestSubject>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::archive::layout::test_checkpoint;
 
     fn subject(n: u8) -> ManifestSubject {
         ManifestSubject {
@@ -541,17 +542,15 @@ mod tests {
         assert!(list(&spool.queue).unwrap().is_empty());
     }
 
-    fn checkpoint(size: u64) -> ArchivedCheckpoint {
-        let root = BASE64.encode([7u8; 32]);
-        let note = format!("example.org/log\n{size}\n{root}\n\n\u{2014} w AAAAAAE=\n");
-        ArchivedCheckpoint::new("example.org/log", size, note.as_bytes()).unwrap()
-    }
-
     #[test]
     fn batch_is_one_durable_file_read_back_whole_with_its_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
-        let batch = [checkpoint(10), checkpoint(11), checkpoint(12)];
+        let batch = [
+            test_checkpoint(10),
+            test_checkpoint(11),
+            test_checkpoint(12),
+        ];
         spool.enqueue_batch(3, &batch).unwrap();
         assert_eq!(
             list(&spool.queue).unwrap(),
@@ -577,13 +576,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
         spool
-            .enqueue_batch(0, &[checkpoint(1), checkpoint(2)])
+            .enqueue_batch(0, &[test_checkpoint(1), test_checkpoint(2)])
             .unwrap();
         let name = "00000000000000000000-00000000000000000001.jsonl";
         let bytes = fs::read(spool.queue.join(name)).unwrap();
         let first_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
         fs::write(spool.queue.join(name), &bytes[..first_line]).unwrap();
-        spool.enqueue_batch(2, &[checkpoint(3)]).unwrap();
+        spool.enqueue_batch(2, &[test_checkpoint(3)]).unwrap();
         let scan = spool.queued(10).unwrap();
         assert_eq!(scan.set_aside, 1);
         let sequences: Vec<_> = scan.queued.iter().map(|q| q.sequence).collect();
