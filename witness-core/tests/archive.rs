@@ -50,6 +50,35 @@ fn spooled_files(dir: &std::path::Path, folder: &str) -> usize {
     std::fs::read_dir(dir.join(folder)).map_or(0, |entries| entries.count())
 }
 
+/// Checkpoints of the logs `<tag>.example/...` in the spool's queue (one line
+/// each).
+fn spooled_checkpoints(dir: &std::path::Path, tag: &str) -> usize {
+    let origin = format!("\"origin\":\"{tag}.example/");
+    std::fs::read_dir(dir.join("queue")).map_or(0, |entries| {
+        entries
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+            .map(|queued| queued.lines().filter(|line| line.contains(&origin)).count())
+            .sum()
+    })
+}
+
+/// Submits `cosigned` to `running`, each once spooled, and waits until the
+/// store holds `stored` checkpoints in all.
+async fn submit_until_stored(
+    running: &Running,
+    cosigned: &[Cosigned],
+    reader: &dyn object_store::ObjectStore,
+    stored: usize,
+) {
+    for checkpoint in cosigned {
+        checkpoint.submit(&running.submitter).await;
+    }
+    eventually("the checkpoints stored", WAIT, || async {
+        checkpoint_count(reader).await == stored
+    })
+    .await;
+}
+
 fn subject_of(cosigned: &Cosigned) -> ManifestSubject {
     ManifestSubject {
         name: cosigned.object_name(),
@@ -74,13 +103,7 @@ async fn stores_every_checkpoint_and_a_manifest_listing_them(
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     expected.push(signer.cosign("recosigned.example/log", 5, 5).await);
     assert_ne!(expected[12].object_name(), expected[13].object_name());
-    for cosigned in &expected {
-        cosigned.submit(&running.submitter).await;
-    }
-    eventually("every checkpoint stored", WAIT, || async {
-        checkpoint_count(reader).await == expected.len()
-    })
-    .await;
+    submit_until_stored(&running, &expected, reader, expected.len()).await;
     running.stop().await;
 
     assert_archived_exactly(reader, &signer.manifest_verifier(), &expected).await;
@@ -217,13 +240,7 @@ async fn storage_outage_loses_no_checkpoint() {
     let running = Running::start(&config, signer.clone(), metrics.clone());
 
     let before = cosign_logs(&signer, "before", 3).await;
-    for cosigned in &before {
-        cosigned.submit(&running.submitter).await;
-    }
-    eventually("the first checkpoints stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == before.len()
-    })
-    .await;
+    submit_until_stored(&running, &before, reader.as_ref(), before.len()).await;
 
     moto.stop();
     let during = cosign_logs(&signer, "during", 5).await;
@@ -235,7 +252,7 @@ async fn storage_outage_loses_no_checkpoint() {
         "the outage checkpoints spooled and a write failing",
         WAIT,
         || async {
-            spooled_files(&config.spool_dir, "queue") == during.len()
+            spooled_checkpoints(&config.spool_dir, "during") == during.len()
                 && archive_writes(&metrics, "checkpoint", "error") >= 1
         },
     )
@@ -275,7 +292,7 @@ async fn restart_uploads_checkpoints_spooled_before_a_crash() {
         checkpoint.submit(&running.submitter).await;
     }
     eventually("every checkpoint spooled", WAIT, || async {
-        spooled_files(&config.spool_dir, "queue") == cosigned.len()
+        spooled_checkpoints(&config.spool_dir, "restart") == cosigned.len()
     })
     .await;
     running.crash().await;
@@ -300,25 +317,20 @@ async fn crash_mid_period_still_lists_every_checkpoint_once() {
     let signer = Arc::new(TestSigner::new(Some(Algorithm::EcdsaP256)).await);
     let first = cosign_logs(&signer, "first", 4).await;
     let running = Running::start(&local.config, signer.clone(), metrics());
-    for cosigned in &first {
-        cosigned.submit(&running.submitter).await;
-    }
-    eventually("the first checkpoints stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == first.len()
-    })
-    .await;
+    submit_until_stored(&running, &first, reader.as_ref(), first.len()).await;
     running.crash().await;
     assert!(objects(reader.as_ref(), "manifests").await.is_empty());
 
     let second = cosign_logs(&signer, "second", 3).await;
     let running = Running::start(&local.config, signer.clone(), metrics());
     // Submitted again after the crash too: the witness may retry.
-    for cosigned in second.iter().chain(&first[..1]) {
-        cosigned.submit(&running.submitter).await;
-    }
-    eventually("the second checkpoints stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == first.len() + second.len()
-    })
+    let submitted: Vec<_> = second.iter().chain(&first[..1]).cloned().collect();
+    submit_until_stored(
+        &running,
+        &submitted,
+        reader.as_ref(),
+        first.len() + second.len(),
+    )
     .await;
     running.stop().await;
     let everything: Vec<_> = first.into_iter().chain(second).collect();
@@ -334,13 +346,7 @@ async fn manifest_is_never_written_unsigned() {
     let cosigned = cosign_logs(&refusing, "unsigned", 4).await;
     let metrics = metrics();
     let running = Running::start(&local.config, refusing.clone(), metrics.clone());
-    for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter).await;
-    }
-    eventually("the checkpoints stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == cosigned.len()
-    })
-    .await;
+    submit_until_stored(&running, &cosigned, reader.as_ref(), cosigned.len()).await;
     running.stop().await;
     assert!(objects(reader.as_ref(), "manifests").await.is_empty());
     assert!(archive_writes(&metrics, "manifest", "error") >= 1);
@@ -366,13 +372,7 @@ async fn a_full_manifest_closes_its_period_early_and_the_rest_goes_to_the_next()
     let signer = Arc::new(TestSigner::new(Some(Algorithm::Ed25519)).await);
     let running = Running::start(&local.config, signer.clone(), metrics());
     let cosigned = cosign_logs(&signer, "full", ARCHIVE_MANIFEST_SUBJECTS + 3).await;
-    for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter).await;
-    }
-    eventually("every checkpoint stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == cosigned.len()
-    })
-    .await;
+    submit_until_stored(&running, &cosigned, reader.as_ref(), cosigned.len()).await;
     running.stop().await;
     let verifier = signer.manifest_verifier();
     let manifests = objects(reader.as_ref(), "manifests").await;
@@ -438,14 +438,9 @@ async fn hostile_origins_stay_inside_the_archive_and_never_collide() {
     let mut cosigned = Vec::new();
     for origin in &origins {
         assert!(origin.len() <= 255);
-        let checkpoint = signer.cosign(origin, 9, 0).await;
-        checkpoint.submit(&running.submitter).await;
-        cosigned.push(checkpoint);
+        cosigned.push(signer.cosign(origin, 9, 0).await);
     }
-    eventually("every checkpoint stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == cosigned.len()
-    })
-    .await;
+    submit_until_stored(&running, &cosigned, reader.as_ref(), cosigned.len()).await;
     running.stop().await;
     assert_archived_exactly(reader.as_ref(), &signer.manifest_verifier(), &cosigned).await;
 
@@ -516,13 +511,7 @@ async fn forged_or_foreign_manifest_does_not_verify() {
     let signer = Arc::new(TestSigner::new(Some(Algorithm::EcdsaP256)).await);
     let cosigned = cosign_logs(&signer, "forged", 2).await;
     let running = Running::start(&local.config, signer.clone(), metrics());
-    for checkpoint in &cosigned {
-        checkpoint.submit(&running.submitter).await;
-    }
-    eventually("the checkpoints stored", WAIT, || async {
-        checkpoint_count(reader.as_ref()).await == cosigned.len()
-    })
-    .await;
+    submit_until_stored(&running, &cosigned, reader.as_ref(), cosigned.len()).await;
     running.stop().await;
     let manifests = objects(reader.as_ref(), "manifests").await;
     let envelope = manifests.values().next().unwrap();

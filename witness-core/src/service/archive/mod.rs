@@ -49,8 +49,9 @@
 //! in-memory queue and waits until the archive has written it to the local
 //! spool (see [`ArchiveConfig::spool_dir`]). The spool is written with group
 //! commit: every checkpoint submitted while one batch is being written goes
-//! into the next batch, one file and one fsync for all of them, so the cost of
-//! durability is shared by the requests in flight. When the disk falls
+//! into the next batch, one append to the open queue segment and one
+//! `fdatasync` for all of them, so the cost of durability is shared by the
+//! requests in flight, and no file is created or removed per batch. When the disk falls
 //! behind, the queue fills and submitters wait for room (backpressure); a
 //! checkpoint is never dropped once accepted. A batch the disk refuses fails
 //! every submission in it, and the witness then refuses the requests, so no
@@ -59,7 +60,8 @@
 //! The archive then uploads from the spool with retries and exponential
 //! backoff, a batch at a time: the objects of a batch are written, made durable
 //! together (one `syncfs` for a local archive), listed in the period's journal
-//! with one fsynced append, and only then is their spool file deleted. So an
+//! with one fsynced append, and only then counted off their queue segment,
+//! which is removed once closed and every checkpoint in it is finished. So an
 //! object store outage of any length, or a restart or crash at any point,
 //! loses nothing: the spool is the queue, and at start the archive resumes it.
 //! Memory stays bounded during an outage because only about `queue_capacity`
@@ -70,9 +72,12 @@
 //! [`ManifestSigner`] and written; on shutdown the partial period gets its
 //! manifest too, and after a restart the rest of that period starts at the
 //! restart (the manifest names give the exact span). After a crash the open
-//! journal is resumed instead, so each object is listed once; only an object
-//! whose write was cut short by the crash and redone in a later period may be
-//! listed in both periods' manifests. A period reaching
+//! journal is resumed instead, and a checkpoint it lists is not written again,
+//! so each object is listed once. An object can be listed in two periods'
+//! manifests only if a crash cut its write short, or came after its period's
+//! manifest was written but before its queue segment was removed (a period's
+//! segment is closed when the period is sealed and normally removed before the
+//! manifest is written; it stays while a checkpoint in it waits for a retry). A period reaching
 //! [`ARCHIVE_MANIFEST_SUBJECTS`] objects is closed early. When the signer or the
 //! store is unavailable the manifest is retried later, also after a restart;
 //! an unsigned manifest is never written.

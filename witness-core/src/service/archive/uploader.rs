@@ -17,7 +17,7 @@ use crate::service::archive::layout::{manifest_path, period_start};
 use crate::service::archive::manifest::{
     ARCHIVE_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
 };
-use crate::service::archive::spool::{Queued, Spool, SpooledPeriod};
+use crate::service::archive::spool::{QueueCursor, Queued, Spool, SpooledPeriod};
 use crate::service::metrics::WitnessMetrics;
 use crate::{Error, Result};
 
@@ -156,9 +156,14 @@ pub(crate) struct Uploader {
     period: u64,
     batch_limit: usize,
     pending: VecDeque<Queued>,
-    /// Checkpoints of each loaded queue file not yet archived (or set aside):
-    /// the file is removed when this reaches zero.
+    /// How far the queue has been read.
+    cursor: QueueCursor,
+    /// Checkpoints read from each queue file and not yet archived (or set
+    /// aside).
     unfinished: HashMap<String, usize>,
+    /// Closed queue files read to their end: each is removed once it has no
+    /// unfinished checkpoint.
+    drained: HashSet<String>,
     more_queued: bool,
     current: OpenPeriod,
     sealed: VecDeque<SealedPeriod>,
@@ -238,7 +243,9 @@ impl Uploader {
             period,
             batch_limit,
             pending: VecDeque::new(),
+            cursor: QueueCursor::default(),
             unfinished: HashMap::new(),
+            drained: HashSet::new(),
             more_queued: true,
             current: current.unwrap_or_else(|| OpenPeriod::new(now, period, Vec::new())),
             sealed,
@@ -278,7 +285,9 @@ impl Uploader {
     /// now and writes the manifests that can be written. What is left stays in
     /// the spool for the next start.
     pub async fn finish(mut self) {
-        self.pending.clear();
+        // Every submission is spooled: the open segment can be removed once
+        // archived.
+        self.close_segment().await;
         self.more_queued = true;
         loop {
             if self.pending.is_empty()
@@ -317,18 +326,39 @@ impl Uploader {
     }
 
     /// Reads the next queued checkpoints from the spool; false if it failed.
-    /// Called only when nothing is pending, so every file loaded before is
-    /// finished.
+    /// Called only when nothing is pending. A checkpoint the open period's
+    /// journal already lists (read again after a crash) is finished at once.
     async fn load_queue(&mut self) -> bool {
         let limit = self.batch_limit;
-        match self.spool.call(move |spool| spool.queued(limit)).await {
+        let cursor = self.cursor;
+        match self
+            .spool
+            .call(move |spool| spool.queued(limit, cursor))
+            .await
+        {
             Ok(scan) => {
                 for _ in 0..scan.set_aside {
                     self.metrics.archive_write("checkpoint", false);
                 }
-                self.unfinished = scan.files.into_iter().collect();
-                self.pending.extend(scan.queued);
+                self.cursor = scan.cursor;
                 self.more_queued = scan.more;
+                for (file, count) in scan.files {
+                    *self.unfinished.entry(file).or_default() += count;
+                }
+                let mut listed = Vec::new();
+                for queued in scan.queued {
+                    if self
+                        .current
+                        .names
+                        .contains(queued.checkpoint.path().as_ref())
+                    {
+                        listed.push(queued);
+                    } else {
+                        self.pending.push_back(queued);
+                    }
+                }
+                self.drained.extend(scan.exhausted);
+                self.drop_finished(&listed).await;
                 true
             }
             Err(error) => {
@@ -430,24 +460,32 @@ impl Uploader {
         false
     }
 
-    /// Removes the queue files whose every checkpoint is now finished.
+    /// Counts `finished` checkpoints off their queue files, and removes the
+    /// drained files left with none unfinished.
     async fn drop_finished(&mut self, finished: &[Queued]) {
-        let mut done = Vec::new();
         for queued in finished {
             if let Some(left) = self.unfinished.get_mut(&queued.file) {
                 *left = left.saturating_sub(1);
                 if *left == 0 {
                     self.unfinished.remove(&queued.file);
-                    done.push(queued.file.clone());
                 }
             }
         }
+        let unfinished = &self.unfinished;
+        let done: Vec<String> = self
+            .drained
+            .extract_if(|file| !unfinished.contains_key(file))
+            .collect();
         if done.is_empty() {
             return;
         }
-        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&done)).await {
-            // Written and listed; writing them again is accepted and not listed twice.
+        let removing = done.clone();
+        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&removing)).await {
+            // Tried again with the next finished checkpoints. If a restart
+            // comes first, they are read again: written again (accepted) and,
+            // within the period, not listed twice.
             tracing::warn!(%error, "cannot remove archived checkpoints from the spool");
+            self.drained.extend(done);
         }
     }
 
@@ -575,6 +613,10 @@ impl Uploader {
         if closed.subjects.is_empty() {
             return;
         }
+        // The segment holding the period's checkpoints is removed once read to
+        // its end, normally before the manifest is written: a crash after that
+        // cannot make them read again and listed in the next period too.
+        self.close_segment().await;
         let start = closed.start;
         if let Err(error) = self.spool.call(move |spool| spool.seal(start, end)).await {
             // The manifest is still written from memory; at the next start the
@@ -586,6 +628,19 @@ impl Uploader {
             end,
             subjects: closed.subjects,
         });
+    }
+
+    /// Closes the spool's open segment (waiting for an append under way).
+    async fn close_segment(&mut self) {
+        let _ = self
+            .spool
+            .call(|spool| {
+                spool.close_segment();
+                Ok(())
+            })
+            .await;
+        // The next scan reads the closed segment to its end.
+        self.more_queued = true;
     }
 
     /// Writes the manifests of sealed periods, oldest first, until one fails.
