@@ -1904,10 +1904,21 @@ struct TargetSummary {
     soak: Option<SoakReport>,
 }
 
+/// Writes out every dirty page (`sync`) before a measurement: a local
+/// archive is made durable with `syncfs`, which also flushes whatever else is
+/// dirty on the filesystem, so a build or a copy just before the run would
+/// otherwise slow the first seconds of it.
+fn flush_dirty_pages() {
+    if let Err(error) = std::process::Command::new("sync").status() {
+        eprintln!("sync: {error}");
+    }
+}
+
 async fn measure<F>(target: &str, workload: &str, requests: usize, run: F) -> Row
 where
     F: std::future::Future<Output = Outcome>,
 {
+    flush_dirty_pages();
     let before = children();
     let self_before = self_cpu_seconds();
     let started = Instant::now();

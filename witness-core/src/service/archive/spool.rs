@@ -436,7 +436,9 @@ impl Spool {
                 // None of this batch may be read back as queued: its
                 // submitters are refused. If the cut fails too, the closed
                 // segment is read to its end and the batch archived anyway,
-                // which reveals nothing.
+                // which is harmless: the signer's fork guard already accepted
+                // those checkpoints, so they are consistent with everything
+                // the witness cosigned.
                 let _ = segment
                     .file
                     .set_len(segment.durable)
@@ -448,9 +450,10 @@ impl Spool {
         }
     }
 
-    /// Closes the open segment, if any: the next batch starts a new one, and
-    /// this one can be removed once its checkpoints are archived. Called when
-    /// the spooler has stopped.
+    /// Closes the open segment, if any (waiting for an append under way): the
+    /// next batch starts a new one, and this one can be removed once its
+    /// checkpoints are archived. Called when a period is sealed and when the
+    /// spooler has stopped.
     pub fn close_segment(&self) {
         *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.publish_open_segment(None);
