@@ -9,7 +9,8 @@
 //!   checkpoint submitted while the previous batch was being written) with one
 //!   write and one `fdatasync`: a group commit that creates no file. A segment
 //!   is closed once it holds [`SEGMENT_BYTES`] or is [`SEGMENT_AGE`] old (at
-//!   its next append), and at shutdown; a new one starts at the next batch.
+//!   its next append), when a period is sealed, and at shutdown; a new one
+//!   starts at the next batch.
 //!   The uploader reads the open segment only up to its last durable append,
 //!   and removes a closed segment once every checkpoint in it is written and
 //!   listed in the period journal. After a crash, a last append torn by it is
@@ -75,6 +76,16 @@ struct QueueFile {
     /// The note, base64: notes are UTF-8 text, but the bytes must come back
     /// exactly as submitted.
     note: String,
+}
+
+impl QueueFile {
+    /// The checkpoint this line holds.
+    fn checkpoint(&self) -> Result<ArchivedCheckpoint> {
+        let note = BASE64.decode(&self.note).map_err(|_| Error::Archive {
+            detail: "spool: queue file: note is not base64".to_owned(),
+        })?;
+        ArchivedCheckpoint::new(&self.origin, self.cosigned_at, &note)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -256,9 +267,7 @@ fn parse_segment_line(line: &[u8], previous: Option<u64>) -> Option<(u64, Archiv
     if previous.is_some_and(|previous| sequence <= previous) {
         return None;
     }
-    let note = BASE64.decode(&file.note).ok()?;
-    let checkpoint = ArchivedCheckpoint::new(&file.origin, file.cosigned_at, &note).ok()?;
-    Some((sequence, checkpoint))
+    Some((sequence, file.checkpoint().ok()?))
 }
 
 /// The sequence numbers a queue (or set-aside) file holds: `<n>.json` holds
@@ -765,13 +774,7 @@ fn parse_queue_file(name: &str, bytes: &[u8]) -> Result<Vec<(u64, ArchivedCheckp
     let mut checkpoints = Vec::with_capacity(lines.len());
     for (sequence, line) in (first..=last).zip(lines) {
         let file: QueueFile = serde_json::from_slice(line).map_err(|e| invalid(e.to_string()))?;
-        let note = BASE64
-            .decode(&file.note)
-            .map_err(|_| invalid("note is not base64".to_owned()))?;
-        checkpoints.push((
-            sequence,
-            ArchivedCheckpoint::new(&file.origin, file.cosigned_at, &note)?,
-        ));
+        checkpoints.push((sequence, file.checkpoint()?));
     }
     Ok(checkpoints)
 }
