@@ -63,11 +63,19 @@ server_name = "localhost"
 ca = {ca:?}
 client_cert = {cert:?}
 client_key = {key:?}
+
+# Each stack archives under its own directory, not the default
+# /var/lib/witness shared by every witness on the machine.
+[archive]
+url = {archive:?}
+spool_dir = {spool:?}
 "#,
             endpoint = c.endpoint,
             ca = c.ca.display().to_string(),
             cert = c.client_cert.display().to_string(),
             key = c.client_key.display().to_string(),
+            archive = format!("file://{}", dir.path().join("archive").display()),
+            spool = dir.path().join("archive-spool").display().to_string(),
         ));
         let config = WitnessConfig::parse(&text).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
