@@ -1662,8 +1662,7 @@ impl Target {
 /// slow that run: ext4 without a journal skips inodes freed in the last few
 /// minutes when it allocates one (README, Benchmarks).
 fn remove_archive_objects(ours: &Path) {
-    // `Stack::dir` of the stack started in `ours`.
-    let dir = ours.join("stack").join("archive");
+    let dir = Stack::dir_in(ours).join("archive");
     if !dir.exists() {
         return;
     }

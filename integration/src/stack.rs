@@ -102,6 +102,11 @@ impl Stack {
         Stack::start_with(artifacts, logs_toml, &StackOptions::default()).await
     }
 
+    /// The data directory ([`Stack::dir`]) of a stack started in `artifacts`.
+    pub fn dir_in(artifacts: &Path) -> PathBuf {
+        artifacts.join("stack")
+    }
+
     /// [`Stack::start_in`] deployed as `options` say: replica `r > 0` keeps
     /// its configuration and archive under `stack/replica-<r>/`, and its
     /// output goes to `witness-<r>.log` and `gateway-<r>.log`.
@@ -111,7 +116,7 @@ impl Stack {
         options: &StackOptions,
     ) -> Result<Stack, String> {
         let replicas = options.replicas.max(1);
-        let dir = artifacts.join("stack");
+        let dir = Stack::dir_in(artifacts);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let material = Material::load_or_generate(&dir)?;
         let signer_addr = free_loopback_addr()?;
