@@ -84,6 +84,7 @@
 
 mod config;
 mod layout;
+mod local;
 mod manifest;
 mod spool;
 mod uploader;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::service::archive::ManifestSigner;
 use crate::service::archive::layout::{manifest_path, period_start};
+use crate::service::archive::local::{Created, LocalBatch, create_batch};
 use crate::service::archive::manifest::{
     ARCHIVE_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
 };
@@ -369,34 +370,18 @@ impl Uploader {
         }
     }
 
-    /// Writes up to [`UPLOAD_BATCH`] pending checkpoints, [`UPLOAD_CONCURRENCY`]
-    /// at a time, makes them durable together, lists them in the journal with
+    /// Writes up to [`UPLOAD_BATCH`] pending checkpoints (to a local archive
+    /// in one blocking call, to object storage [`UPLOAD_CONCURRENCY`] at a
+    /// time), makes them durable together, lists them in the journal with
     /// one append and removes the queue files they finish; true if none failed
     /// for a reason worth retrying.
     async fn upload_batch(&mut self) -> bool {
-        use futures::StreamExt as _;
         let count = self.pending.len().min(UPLOAD_BATCH);
         let batch: Vec<Queued> = self.pending.drain(..count).collect();
-        // Collected first: a stream over a borrowing closure is not `Send`.
-        let writes: Vec<_> = batch
-            .iter()
-            .map(|queued| self.write_checkpoint(queued.checkpoint.path(), queued.checkpoint.note()))
-            .collect();
-        let mut outcomes: Vec<std::result::Result<(), WriteError>> = futures::stream::iter(writes)
-            .buffered(UPLOAD_CONCURRENCY)
-            .collect()
-            .await;
-        // One barrier makes every object of the batch durable before any is
-        // listed and dropped from the spool.
-        if outcomes.iter().any(Result::is_ok)
-            && let Err(error) = self.sync_local_all().await
-        {
-            for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                *outcome = Err(WriteError::Unavailable(Error::Archive {
-                    detail: error.to_string(),
-                }));
-            }
-        }
+        let outcomes = match self.local_root.clone() {
+            Some(root) => write_local_batch(root, &batch).await,
+            None => self.write_remote_batch(&batch).await,
+        };
         let mut retry = Vec::new();
         let mut written = Vec::new();
         let mut finished = Vec::new();
@@ -460,6 +445,24 @@ impl Uploader {
         false
     }
 
+    /// Writes a batch to object storage, [`UPLOAD_CONCURRENCY`] objects at a
+    /// time; each is durable once its write returns.
+    async fn write_remote_batch(
+        &self,
+        batch: &[Queued],
+    ) -> Vec<std::result::Result<(), WriteError>> {
+        use futures::StreamExt as _;
+        // Collected first: a stream over a borrowing closure is not `Send`.
+        let writes: Vec<_> = batch
+            .iter()
+            .map(|queued| self.write_checkpoint(queued.checkpoint.path(), queued.checkpoint.note()))
+            .collect();
+        futures::stream::iter(writes)
+            .buffered(UPLOAD_CONCURRENCY)
+            .collect()
+            .await
+    }
+
     /// Counts `finished` checkpoints off their queue files, and removes the
     /// drained files left with none unfinished.
     async fn drop_finished(&mut self, finished: &[Queued]) {
@@ -498,7 +501,7 @@ impl Uploader {
     ) -> std::result::Result<(), WriteError> {
         match self.create(path, note.to_vec()).await {
             Ok(None) => Ok(()),
-            // Made durable with the rest of the batch.
+            // A retry of a write whose answer was lost.
             Ok(Some(existing)) if existing.as_ref() == note => Ok(()),
             Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
                 detail: format!("{path} already holds different bytes"),
@@ -577,10 +580,10 @@ impl Uploader {
         Ok(())
     }
 
-    /// Makes every object written to a local archive durable, a batch of
-    /// checkpoints or a manifest: one `syncfs` of the archive's filesystem
-    /// (the object store's local backend renames files into place without
-    /// fsync). Nothing to do for object storage.
+    /// Makes a manifest written to a local archive durable: one `syncfs` of
+    /// the archive's filesystem (the object store's local backend links files
+    /// into place without fsync; checkpoints get theirs in
+    /// [`write_local_batch`]). Nothing to do for object storage.
     async fn sync_local_all(&self) -> Result<()> {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
@@ -717,6 +720,61 @@ impl Uploader {
             Err(error) => Err(WriteError::Unavailable(error)),
         }
     }
+}
+
+/// Writes a batch to a local archive in one blocking call (see
+/// [`local`](super::local)) and makes it durable with one `syncfs`: an object
+/// counts as written only once that barrier passed.
+async fn write_local_batch(
+    root: PathBuf,
+    batch: &[Queued],
+) -> Vec<std::result::Result<(), WriteError>> {
+    let objects: Vec<(String, Vec<u8>)> = batch
+        .iter()
+        .map(|queued| {
+            (
+                queued.checkpoint.path().to_string(),
+                queued.checkpoint.note().to_vec(),
+            )
+        })
+        .collect();
+    let count = objects.len();
+    let unavailable = |detail: String| WriteError::Unavailable(Error::Archive { detail });
+    let written = match tokio::task::spawn_blocking(move || {
+        let written = create_batch(&root, &objects);
+        (written, objects)
+    })
+    .await
+    {
+        Ok(written) => written,
+        Err(error) => {
+            return (0..count)
+                .map(|_| Err(unavailable(format!("local archive task: {error}"))))
+                .collect();
+        }
+    };
+    let (
+        LocalBatch {
+            objects: created,
+            synced,
+        },
+        objects,
+    ) = written;
+    let synced = synced.map_err(|e| format!("syncfs of the archive: {e}"));
+    created
+        .into_iter()
+        .zip(objects)
+        .map(|(outcome, (name, note))| match outcome {
+            Ok(Created::Existing(found)) if found != note => {
+                Err(WriteError::Refused(Error::Archive {
+                    detail: format!("{name} already holds different bytes"),
+                }))
+            }
+            // Written now, or by an earlier try whose answer was lost.
+            Ok(_) => synced.clone().map_err(unavailable),
+            Err(error) => Err(unavailable(format!("{name}: {error}"))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
