@@ -42,7 +42,7 @@ pub(crate) fn create_batch(root: &Path, objects: &[(String, Vec<u8>)]) -> LocalB
         .map(|(name, bytes)| create(&root.join(name), bytes))
         .collect();
     let synced = if outcomes.iter().any(Result::is_ok) {
-        fs::File::open(root).and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
+        sync_filesystem(root)
     } else {
         Ok(())
     };
@@ -50,6 +50,13 @@ pub(crate) fn create_batch(root: &Path, objects: &[(String, Vec<u8>)]) -> LocalB
         objects: outcomes,
         synced,
     }
+}
+
+/// Makes everything written to the filesystem holding `root` durable: one
+/// `syncfs`. Blocking.
+pub(crate) fn sync_filesystem(root: &Path) -> io::Result<()> {
+    let dir = fs::File::open(root)?;
+    rustix::fs::syncfs(&dir).map_err(io::Error::from)
 }
 
 fn staging_path(path: &Path) -> PathBuf {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::service::archive::ManifestSigner;
 use crate::service::archive::layout::{manifest_path, period_start};
-use crate::service::archive::local::{Created, LocalBatch, create_batch};
+use crate::service::archive::local::{Created, LocalBatch, create_batch, sync_filesystem};
 use crate::service::archive::manifest::{
     ARCHIVE_MANIFEST_SUBJECTS, ManifestSubject, PAYLOAD_TYPE, envelope_payload, statement,
 };
@@ -588,17 +588,13 @@ impl Uploader {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let dir = std::fs::File::open(&root)?;
-            rustix::fs::syncfs(&dir)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|detail| Error::Archive {
-            detail: format!("syncfs of the archive: {detail}"),
-        })
+        tokio::task::spawn_blocking(move || sync_filesystem(&root))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|detail| Error::Archive {
+                detail: format!("syncfs of the archive: {detail}"),
+            })
     }
 
     /// Closes the current period once the clock passes its boundary.
