@@ -179,8 +179,32 @@ impl Process {
     }
 }
 
-/// A loopback address whose port is free right now.
+/// Ports handed out for children to listen on: below Linux's default
+/// ephemeral range (32768-60999). A port the kernel picks for `bind(0)` comes
+/// from that range, and so does the local port of every outgoing connection:
+/// between our check and the child's bind, a connection made by any test
+/// could take it (a gateway once failed to start with "Address already in
+/// use"). Below the range, only another caller of this function could.
+const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A loopback address whose port is free right now, outside the ephemeral
+/// range; the search starts at a port that differs per call and process.
 pub fn free_loopback_addr() -> Result<SocketAddr, String> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    let span = u64::from(CHILD_PORTS.end - CHILD_PORTS.start);
+    let start = hasher.finish() % span;
+    for step in 0..span {
+        let port = CHILD_PORTS.start + u16::try_from((start + step) % span).unwrap_or(0);
+        if let Ok(addr) = std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|listener| listener.local_addr())
+        {
+            return Ok(addr);
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))
