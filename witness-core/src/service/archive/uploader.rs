@@ -501,11 +501,7 @@ impl Uploader {
     ) -> std::result::Result<(), WriteError> {
         match self.create(path, note.to_vec()).await {
             Ok(None) => Ok(()),
-            // A retry of a write whose answer was lost.
-            Ok(Some(existing)) if existing.as_ref() == note => Ok(()),
-            Ok(Some(_)) => Err(WriteError::Refused(Error::Archive {
-                detail: format!("{path} already holds different bytes"),
-            })),
+            Ok(Some(existing)) => accept_existing(path.as_ref(), note, &existing),
             Err(error) => Err(WriteError::Unavailable(error)),
         }
     }
@@ -761,16 +757,25 @@ async fn write_local_batch(
         .into_iter()
         .zip(objects)
         .map(|(outcome, (name, note))| match outcome {
-            Ok(Created::Existing(found)) if found != note => {
-                Err(WriteError::Refused(Error::Archive {
-                    detail: format!("{name} already holds different bytes"),
-                }))
-            }
-            // Written now, or by an earlier try whose answer was lost.
-            Ok(_) => synced.clone().map_err(unavailable),
+            Ok(Created::New) => synced.clone().map_err(unavailable),
+            Ok(Created::Existing(found)) => accept_existing(&name, &note, &found)
+                .and_then(|()| synced.clone().map_err(unavailable)),
             Err(error) => Err(unavailable(format!("{name}: {error}"))),
         })
         .collect()
+}
+
+/// The rule for a checkpoint's name found taken, in every kind of archive:
+/// the same bytes are a retry of a write whose answer was lost (accepted);
+/// other bytes are never overwritten, and the checkpoint is refused.
+fn accept_existing(name: &str, note: &[u8], found: &[u8]) -> std::result::Result<(), WriteError> {
+    if found == note {
+        Ok(())
+    } else {
+        Err(WriteError::Refused(Error::Archive {
+            detail: format!("{name} already holds different bytes"),
+        }))
+    }
 }
 
 #[cfg(test)]
