@@ -266,6 +266,7 @@ async fn exported_by_the_code() -> Exported {
     witness.signer_call("cosign_checkpoints", true, Duration::from_millis(2));
     witness.fetch(log, "checkpoint", Ok(()));
     witness.archive_write("checkpoint", true);
+    witness.archive_oldest_unarchived(Some(1));
     witness.cosigned_at(log, 1);
     witness.backfill_queue_depth(log, 5);
     witness

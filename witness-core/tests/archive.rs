@@ -16,13 +16,14 @@ use object_store::path::{Path as ObjectPath, PathPart};
 use sha2::{Digest as _, Sha256};
 use signer_svc::keys::Algorithm;
 use support_archive::{
-    Cosigned, LocalArchive, MotoServer, Running, TestSigner, archive_writes,
-    assert_archived_exactly, checkpoint_count, eventually, manifest_subjects, objects,
+    Cosigned, LocalArchive, MotoServer, Running, TestSigner, archive_oldest_unarchived_age,
+    archive_upload_batches, archive_writes, assert_archived_exactly, checkpoint_count, eventually,
+    manifest_subjects, objects,
 };
 use witness_core::Error;
 use witness_core::service::archive::{
-    ARCHIVE_MANIFEST_SUBJECTS, Archive, ArchiveConfig, ManifestSubject, origin_segment,
-    verify_manifest,
+    ARCHIVE_MANIFEST_SUBJECTS, ARCHIVE_UPLOAD_LINGER, Archive, ArchiveConfig, ManifestSubject,
+    origin_segment, verify_manifest,
 };
 use witness_core::service::metrics::WitnessMetrics;
 
@@ -257,12 +258,22 @@ async fn storage_outage_loses_no_checkpoint() {
         },
     )
     .await;
+    // The outage shows: the oldest unarchived checkpoint ages.
+    eventually("the unarchived age growing", WAIT, || async {
+        archive_oldest_unarchived_age(&metrics).is_some_and(|age| age >= 2)
+    })
+    .await;
 
     // moto keeps objects in memory: the restarted server holds only what the
     // archive writes from now on.
     moto.restart().await;
     eventually("the outage checkpoints stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == during.len()
+    })
+    .await;
+    // Caught up: back to 0.
+    eventually("the unarchived age back to 0", WAIT, || async {
+        archive_oldest_unarchived_age(&metrics) == Some(0)
     })
     .await;
     running.stop().await;
@@ -363,6 +374,40 @@ async fn manifest_is_never_written_unsigned() {
     running.stop().await;
     assert_archived_exactly(reader.as_ref(), &signing.manifest_verifier(), &cosigned).await;
     assert_eq!(spooled_files(&local.config.spool_dir, "periods"), 0);
+}
+
+/// A steady trickle of cosignatures, each its own spool group commit and
+/// wake-up of the uploader, is uploaded a few batches a second (each batch a
+/// `syncfs` and a journal fsync), not a batch per submission; the wait costs
+/// at most one linger more before the last checkpoint is stored.
+#[tokio::test]
+async fn a_trickle_of_checkpoints_is_uploaded_in_a_few_batches_not_one_per_submission() {
+    let local = LocalArchive::new();
+    let reader = local.reader();
+    let signer = Arc::new(TestSigner::new(Some(Algorithm::Ed25519)).await);
+    let metrics = metrics();
+    let running = Running::start(&local.config, signer.clone(), metrics.clone());
+    let cosigned = cosign_logs(&signer, "trickle", 40).await;
+    let started = std::time::Instant::now();
+    for checkpoint in &cosigned {
+        checkpoint.submit(&running.submitter).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("the trickle stored", WAIT, || async {
+        checkpoint_count(reader.as_ref()).await == cosigned.len()
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let batches = archive_upload_batches(&metrics);
+    // One batch at the first wake-up, then at most one per linger.
+    let most = 2 + (elapsed.as_millis() / ARCHIVE_UPLOAD_LINGER.as_millis()) as u64;
+    assert!(
+        (1..=most).contains(&batches),
+        "{batches} upload batches for {} checkpoints in {elapsed:?} (at most {most})",
+        cosigned.len()
+    );
+    running.stop().await;
+    assert_archived_exactly(reader.as_ref(), &signer.manifest_verifier(), &cosigned).await;
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ struct Gauges {
     cosigned_at: HashMap<String, u64>,
     /// Origin → entries of checkpoints waiting to be fetched and cosigned.
     backfill_queue_depth: HashMap<String, u64>,
+    /// The archive's uploader, once running: the cosignature time of the
+    /// oldest checkpoint it holds that is not archived yet, if any.
+    archive_oldest_unarchived: Option<Option<u64>>,
 }
 
 /// Instruments of the witness service.
@@ -43,6 +46,7 @@ pub struct WitnessMetrics {
     signer_seconds: Histogram<f64>,
     fetches: Counter<u64>,
     archive_writes: Counter<u64>,
+    archive_batches: Counter<u64>,
     tls: crate::tls_reload::TlsReloadMetrics,
 }
 
@@ -90,6 +94,22 @@ impl WitnessMetrics {
                 }
             })
             .build();
+        let unarchived = gauges.clone();
+        meter
+            .u64_observable_gauge("witness_archive_oldest_unarchived_age")
+            .with_unit("s")
+            .with_description(
+                "Age of the oldest spooled checkpoint the archive has read and not yet written (0 when caught up)",
+            )
+            .with_callback(move |observer| {
+                if let Ok(gauges) = unarchived.lock()
+                    && let Some(oldest) = gauges.archive_oldest_unarchived
+                {
+                    let age = oldest.map_or(0, |at| now_seconds().saturating_sub(at));
+                    observer.observe(age, &[]);
+                }
+            })
+            .build();
         let tls = crate::tls_reload::TlsReloadMetrics::default();
         tls.register(&meter);
         Ok(WitnessMetrics {
@@ -129,6 +149,12 @@ impl WitnessMetrics {
             archive_writes: meter
                 .u64_counter("witness_archive_writes")
                 .with_description("Objects written to the checkpoint archive by kind and outcome")
+                .build(),
+            archive_batches: meter
+                .u64_counter("witness_archive_upload_batches")
+                .with_description(
+                    "Upload batches of the checkpoint archive: each ends with one durability barrier and one journal append",
+                )
                 .build(),
             _provider: provider,
         })
@@ -213,6 +239,20 @@ impl WitnessMetrics {
                 KeyValue::new("result", if ok { "ok" } else { "error" }),
             ],
         );
+    }
+
+    /// Counts an upload batch of the archive (checkpoints written together).
+    pub fn archive_batch(&self) {
+        self.archive_batches.add(1, &[]);
+    }
+
+    /// Notes the cosignature time of the oldest checkpoint the archive holds
+    /// unwritten (`None`: caught up), for
+    /// `witness_archive_oldest_unarchived_age_seconds`.
+    pub fn archive_oldest_unarchived(&self, cosigned_at: Option<u64>) {
+        if let Ok(mut gauges) = self.gauges.lock() {
+            gauges.archive_oldest_unarchived = Some(cosigned_at);
+        }
     }
 
     /// Notes a log's newest cosignature time (for `witness_checkpoint_age_seconds`).

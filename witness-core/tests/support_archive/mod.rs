@@ -333,6 +333,25 @@ pub async fn assert_archived_exactly(
 }
 
 /// The count of `witness_archive_writes` for `kind` and `result` (`ok`/`error`).
+/// `witness_archive_oldest_unarchived_age_seconds`, once the uploader set it.
+pub fn archive_oldest_unarchived_age(metrics: &WitnessMetrics) -> Option<u64> {
+    metrics
+        .render()
+        .lines()
+        .find(|line| line.starts_with("witness_archive_oldest_unarchived_age_seconds"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+}
+
+/// The archive's upload batches so far (`witness_archive_upload_batches_total`).
+pub fn archive_upload_batches(metrics: &WitnessMetrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("witness_archive_upload_batches_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 pub fn archive_writes(metrics: &WitnessMetrics, kind: &str, result: &str) -> u64 {
     metrics
         .render()

@@ -58,7 +58,10 @@
 //! cosignature is revealed that the archive could lose.
 //!
 //! The archive then uploads from the spool with retries and exponential
-//! backoff, a batch at a time: the objects of a batch are written, made durable
+//! backoff, a batch at a time, on a thread of its own at a lower CPU priority
+//! than the requests, and, unless a backlog is draining, reading the queue at
+//! most once per [`ARCHIVE_UPLOAD_LINGER`], so that a trickle of
+//! cosignatures is not a batch each: the objects of a batch are written, made durable
 //! together (one `syncfs` for a local archive), listed in the period's journal
 //! with one fsynced append, and only then counted off their queue segment,
 //! which is removed once closed and every checkpoint in it is finished. So an
@@ -82,6 +85,7 @@
 //! store is unavailable the manifest is retried later, also after a restart;
 //! an unsigned manifest is never written.
 
+mod background;
 mod config;
 mod layout;
 mod local;
@@ -112,6 +116,7 @@ pub use manifest::{
 pub(crate) use manifest::envelope as dsse_envelope;
 pub(crate) use manifest::statement as manifest_statement;
 use spool::Spool;
+pub use uploader::ARCHIVE_UPLOAD_LINGER;
 use uploader::{Uploader, UploaderSettings, unix_now};
 
 /// Signs manifests: the signer's `SignManifest` call (manifest key, DSSE).

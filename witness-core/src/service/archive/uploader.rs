@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::service::archive::ManifestSigner;
+use crate::service::archive::background::{BackgroundThread, UPLOADER_NICE_INCREMENT};
 use crate::service::archive::layout::{manifest_path, period_start};
 use crate::service::archive::local::{Created, LocalBatch, create_batch, sync_filesystem};
 use crate::service::archive::manifest::{
@@ -30,6 +31,18 @@ const UPLOAD_CONCURRENCY: usize = 8;
 /// Objects written per batch: each batch ends with one durability barrier for
 /// a local archive and one journal append, whatever its size.
 const UPLOAD_BATCH: usize = 256;
+
+/// How long the uploader waits, after a read of the queue that took all that
+/// was queued, before reading it again: a steady trickle of cosignatures is
+/// uploaded a few batches a second, not a batch per spool group commit. Each
+/// batch costs a round of hand-offs to the uploader's thread, a durability
+/// barrier (`syncfs` for a local archive) and a journal append with its
+/// fsync, whatever its size; at 700 cosignatures a second a batch per group
+/// commit cost the witness about four times the CPU per cosignature that
+/// full batches do. A backlog (a read that hit its limit) is read on at once.
+/// Uploads lag the spool by at most this much more; a cosignature is revealed
+/// once spooled, so requests never wait for it.
+pub const ARCHIVE_UPLOAD_LINGER: Duration = Duration::from_millis(250);
 
 /// The first wait after a failure; waits double up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -151,6 +164,8 @@ pub(crate) struct Uploader {
     store: Arc<dyn ObjectStore>,
     local_root: Option<PathBuf>,
     spool: Arc<Spool>,
+    /// Where the blocking work runs, at a lower priority than requests.
+    thread: BackgroundThread,
     signer: Arc<dyn ManifestSigner>,
     metrics: Arc<WitnessMetrics>,
     witness: String,
@@ -166,6 +181,10 @@ pub(crate) struct Uploader {
     /// unfinished checkpoint.
     drained: HashSet<String>,
     more_queued: bool,
+    /// When the queue may be read again: set after a read that took all that
+    /// was queued (see [`ARCHIVE_UPLOAD_LINGER`]), cleared after a read that hit its
+    /// limit.
+    next_read: Option<Instant>,
     current: OpenPeriod,
     sealed: VecDeque<SealedPeriod>,
     upload_retry: Backoff,
@@ -238,6 +257,7 @@ impl Uploader {
             store,
             local_root,
             spool,
+            thread: BackgroundThread::start("archive-uploader", UPLOADER_NICE_INCREMENT)?,
             signer,
             metrics,
             witness,
@@ -248,6 +268,7 @@ impl Uploader {
             unfinished: HashMap::new(),
             drained: HashSet::new(),
             more_queued: true,
+            next_read: None,
             current: current.unwrap_or_else(|| OpenPeriod::new(now, period, Vec::new())),
             sealed,
             upload_retry: Backoff::new(max_retry_interval),
@@ -255,15 +276,44 @@ impl Uploader {
         })
     }
 
+    /// Publishes the cosignature time of the oldest checkpoint read and not
+    /// yet archived (a backlog or an outage shows as a growing age). With
+    /// nothing pending but more queued than was read, the next read follows
+    /// at once and sets it, so the age does not drop to 0 in the middle of a
+    /// backlog.
+    fn note_oldest_unarchived(&self) {
+        match self.pending.front() {
+            Some(oldest) => self
+                .metrics
+                .archive_oldest_unarchived(Some(oldest.checkpoint.cosigned_at())),
+            None if self.more_queued => {}
+            None => self.metrics.archive_oldest_unarchived(None),
+        }
+    }
+
+    /// Runs a spool operation on the uploader's thread.
+    async fn spool_call<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Spool) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let spool = self.spool.clone();
+        self.thread.run(move || operation(&spool)).await?
+    }
+
     /// Writes until `stop` turns true, then returns itself for [`Uploader::finish`].
     pub async fn run_until(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) -> Self {
+        self.note_oldest_unarchived();
         loop {
             if *stop.borrow() {
                 return self;
             }
             let now = unix_now();
             self.roll(now).await;
-            if self.pending.is_empty() && self.more_queued && self.upload_retry.ready() {
+            if self.pending.is_empty()
+                && self.more_queued
+                && self.upload_retry.ready()
+                && self.next_read.is_none_or(|at| Instant::now() >= at)
+            {
                 self.load_queue().await;
             }
             if !self.pending.is_empty() && self.upload_retry.ready() {
@@ -317,8 +367,11 @@ impl Uploader {
         // Flooring `now` makes this wake at or after the boundary, never before.
         let mut deadline =
             Instant::now() + Duration::from_secs(self.current.end.saturating_sub(now));
-        if !self.pending.is_empty() || self.more_queued {
+        if !self.pending.is_empty() {
             deadline = deadline.min(self.upload_retry.deadline());
+        } else if self.more_queued {
+            let retry = self.upload_retry.deadline();
+            deadline = deadline.min(self.next_read.map_or(retry, |at| at.max(retry)));
         }
         if !self.sealed.is_empty() {
             deadline = deadline.min(self.manifest_retry.deadline());
@@ -333,8 +386,7 @@ impl Uploader {
         let limit = self.batch_limit;
         let cursor = self.cursor;
         match self
-            .spool
-            .call(move |spool| spool.queued(limit, cursor))
+            .spool_call(move |spool| spool.queued(limit, cursor))
             .await
         {
             Ok(scan) => {
@@ -343,6 +395,7 @@ impl Uploader {
                 }
                 self.cursor = scan.cursor;
                 self.more_queued = scan.more;
+                self.next_read = (!scan.more).then(|| Instant::now() + ARCHIVE_UPLOAD_LINGER);
                 for (file, count) in scan.files {
                     *self.unfinished.entry(file).or_default() += count;
                 }
@@ -360,6 +413,7 @@ impl Uploader {
                 }
                 self.drained.extend(scan.exhausted);
                 self.drop_finished(&listed).await;
+                self.note_oldest_unarchived();
                 true
             }
             Err(error) => {
@@ -378,8 +432,9 @@ impl Uploader {
     async fn upload_batch(&mut self) -> bool {
         let count = self.pending.len().min(UPLOAD_BATCH);
         let batch: Vec<Queued> = self.pending.drain(..count).collect();
+        self.metrics.archive_batch();
         let outcomes = match self.local_root.clone() {
-            Some(root) => write_local_batch(root, &batch).await,
+            Some(root) => write_local_batch(&self.thread, root, &batch).await,
             None => self.write_remote_batch(&batch).await,
         };
         let mut retry = Vec::new();
@@ -394,8 +449,7 @@ impl Uploader {
                     self.metrics.archive_write("checkpoint", false);
                     let (sequence, checkpoint) = (queued.sequence, queued.checkpoint.clone());
                     match self
-                        .spool
-                        .call(move |spool| spool.set_aside(sequence, &checkpoint))
+                        .spool_call(move |spool| spool.set_aside(sequence, &checkpoint))
                         .await
                     {
                         Ok(()) => finished.push(queued),
@@ -430,6 +484,7 @@ impl Uploader {
         self.drop_finished(&finished).await;
         if retry.is_empty() {
             self.upload_retry.succeed();
+            self.note_oldest_unarchived();
             return true;
         }
         let wait = self.upload_retry.fail();
@@ -442,6 +497,7 @@ impl Uploader {
         for queued in retry.into_iter().rev() {
             self.pending.push_front(queued);
         }
+        self.note_oldest_unarchived();
         false
     }
 
@@ -483,7 +539,7 @@ impl Uploader {
             return;
         }
         let removing = done.clone();
-        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&removing)).await {
+        if let Err(error) = self.spool_call(move |spool| spool.dequeue(&removing)).await {
             // Tried again with the next finished checkpoints. If a restart
             // comes first, they are read again: written again (accepted) and,
             // within the period, not listed twice.
@@ -566,8 +622,7 @@ impl Uploader {
         }
         let start = self.current.start;
         let lines = self
-            .spool
-            .call(move |spool| spool.record(start, &lines).map(|()| lines))
+            .spool_call(move |spool| spool.record(start, &lines).map(|()| lines))
             .await?;
         for subject in lines {
             self.current.names.insert(subject.name.clone());
@@ -584,12 +639,11 @@ impl Uploader {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || sync_filesystem(&root))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|detail| Error::Archive {
-                detail: format!("syncfs of the archive: {detail}"),
+        self.thread
+            .run(move || sync_filesystem(&root))
+            .await?
+            .map_err(|e| Error::Archive {
+                detail: format!("syncfs of the archive: {e}"),
             })
     }
 
@@ -613,7 +667,7 @@ impl Uploader {
         // cannot make them read again and listed in the next period too.
         self.close_segment().await;
         let start = closed.start;
-        if let Err(error) = self.spool.call(move |spool| spool.seal(start, end)).await {
+        if let Err(error) = self.spool_call(move |spool| spool.seal(start, end)).await {
             // The manifest is still written from memory; at the next start the
             // journal is sealed again and the same manifest found in place.
             tracing::error!(%error, "cannot seal a period journal in the spool");
@@ -628,8 +682,7 @@ impl Uploader {
     /// Closes the spool's open segment (waiting for an append under way).
     async fn close_segment(&mut self) {
         let _ = self
-            .spool
-            .call(|spool| {
+            .spool_call(|spool| {
                 spool.close_segment();
                 Ok(())
             })
@@ -653,7 +706,7 @@ impl Uploader {
             match outcome {
                 Ok(()) => {
                     self.manifest_retry.succeed();
-                    if let Err(error) = self.spool.call(move |s| s.forget_sealed(start, end)).await
+                    if let Err(error) = self.spool_call(move |s| s.forget_sealed(start, end)).await
                     {
                         tracing::warn!(%error, "cannot remove a written period from the spool");
                     }
@@ -661,8 +714,7 @@ impl Uploader {
                 Err(WriteError::Refused(error)) => {
                     tracing::error!(%error, "manifest not written; its period is set aside in the spool's conflicts/");
                     if let Err(error) = self
-                        .spool
-                        .call(move |s| s.set_aside_sealed(start, end))
+                        .spool_call(move |s| s.set_aside_sealed(start, end))
                         .await
                     {
                         tracing::error!(%error, "cannot set a period aside");
@@ -718,6 +770,7 @@ impl Uploader {
 /// [`local`](super::local)) and makes it durable with one `syncfs`: an object
 /// counts as written only once that barrier passed.
 async fn write_local_batch(
+    thread: &BackgroundThread,
     root: PathBuf,
     batch: &[Queued],
 ) -> Vec<std::result::Result<(), WriteError>> {
@@ -732,11 +785,12 @@ async fn write_local_batch(
         .collect();
     let count = objects.len();
     let unavailable = |detail: String| WriteError::Unavailable(Error::Archive { detail });
-    let written = match tokio::task::spawn_blocking(move || {
-        let written = create_batch(&root, &objects);
-        (written, objects)
-    })
-    .await
+    let written = match thread
+        .run(move || {
+            let written = create_batch(&root, &objects);
+            (written, objects)
+        })
+        .await
     {
         Ok(written) => written,
         Err(error) => {
