@@ -118,8 +118,6 @@ pub(crate) struct QueueCursor {
 pub(crate) struct QueueScan {
     /// Checkpoints in submission order.
     pub queued: Vec<Queued>,
-    /// Each queue file read from, with the number of checkpoints read from it.
-    pub files: Vec<(String, usize)>,
     /// Closed queue files now read to their end: each can be removed once
     /// every checkpoint read from it is finished.
     pub exhausted: Vec<String>,
@@ -498,7 +496,6 @@ impl Spool {
         names.sort_unstable_by_key(|(parsed, _)| parsed.first());
         let mut scan = QueueScan {
             queued: Vec::new(),
-            files: Vec::new(),
             exhausted: Vec::new(),
             cursor,
             more: truncated,
@@ -543,9 +540,6 @@ impl Spool {
                         self.keep_torn_tail(&file, read.offset, &read.torn)?;
                         scan.set_aside += 1;
                     }
-                    if !read.checkpoints.is_empty() {
-                        scan.files.push((file.clone(), read.checkpoints.len()));
-                    }
                     scan.queued.extend(read.checkpoints.into_iter().map(
                         |(sequence, checkpoint)| Queued {
                             file: file.clone(),
@@ -584,7 +578,6 @@ impl Spool {
         };
         match parse_queue_file(file, &bytes) {
             Ok(checkpoints) => {
-                scan.files.push((file.to_owned(), checkpoints.len()));
                 scan.exhausted.push(file.to_owned());
                 scan.queued.extend(
                     checkpoints
@@ -903,7 +896,7 @@ mod tests {
             .map(|q| q.checkpoint.clone())
             .collect();
         assert_eq!(read, batch);
-        assert_eq!(scan.files, [(segment.clone(), 4)]);
+        assert!(scan.queued.iter().all(|queued| queued.file == segment));
         // Open: never exhausted, whatever was read.
         assert!(scan.exhausted.is_empty());
         assert!(!scan.more);

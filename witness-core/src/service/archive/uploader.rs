@@ -396,8 +396,8 @@ impl Uploader {
                 self.cursor = scan.cursor;
                 self.more_queued = scan.more;
                 self.next_read = (!scan.more).then(|| Instant::now() + ARCHIVE_UPLOAD_LINGER);
-                for (file, count) in scan.files {
-                    *self.unfinished.entry(file).or_default() += count;
+                for queued in &scan.queued {
+                    *self.unfinished.entry(queued.file.clone()).or_default() += 1;
                 }
                 let mut listed = Vec::new();
                 for queued in scan.queued {
