@@ -377,11 +377,11 @@ async fn manifest_is_never_written_unsigned() {
 }
 
 /// A steady trickle of cosignatures, each its own spool group commit and
-/// wake-up of the uploader, is uploaded a few batches a second (each batch a
-/// `syncfs` and a journal fsync), not a batch per submission; the wait costs
-/// at most one linger more before the last checkpoint is stored.
+/// wake-up of the uploader, shares upload batches (each batch a `syncfs` and
+/// a journal fsync): at most one read of the queue per linger, not a batch
+/// per submission.
 #[tokio::test]
-async fn a_trickle_of_checkpoints_is_uploaded_in_a_few_batches_not_one_per_submission() {
+async fn a_trickle_of_checkpoints_shares_upload_batches_instead_of_one_per_submission() {
     let local = LocalArchive::new();
     let reader = local.reader();
     let signer = Arc::new(TestSigner::new(Some(Algorithm::Ed25519)).await);
@@ -391,7 +391,7 @@ async fn a_trickle_of_checkpoints_is_uploaded_in_a_few_batches_not_one_per_submi
     let started = std::time::Instant::now();
     for checkpoint in &cosigned {
         checkpoint.submit(&running.submitter).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     eventually("the trickle stored", WAIT, || async {
         checkpoint_count(reader.as_ref()).await == cosigned.len()

@@ -58,9 +58,8 @@
 //! cosignature is revealed that the archive could lose.
 //!
 //! The archive then uploads from the spool with retries and exponential
-//! backoff, a batch at a time, on a thread of its own at a lower CPU priority
-//! than the requests, and, unless a backlog is draining, reading the queue at
-//! most once per [`ARCHIVE_UPLOAD_LINGER`], so that a trickle of
+//! backoff, a batch at a time, reading the queue (unless a backlog is
+//! draining) at most once per [`ARCHIVE_UPLOAD_LINGER`], so that a trickle of
 //! cosignatures is not a batch each: the objects of a batch are written, made durable
 //! together (one `syncfs` for a local archive), listed in the period's journal
 //! with one fsynced append, and only then counted off their queue segment,
@@ -85,7 +84,6 @@
 //! store is unavailable the manifest is retried later, also after a restart;
 //! an unsigned manifest is never written.
 
-mod background;
 mod config;
 mod layout;
 mod local;

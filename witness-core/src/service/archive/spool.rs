@@ -1,8 +1,7 @@
 //! The durable spool: the local directory holding whatever the archive accepted
 //! but has not finished, so that neither a restart nor an object store outage
-//! loses a checkpoint or a manifest entry. Blocking file I/O: the spooler
-//! calls it through `spawn_blocking`, the uploader on its own thread (see
-//! [`background`](super::background)).
+//! loses a checkpoint or a manifest entry. Blocking file I/O: the archive calls
+//! it through `spawn_blocking`.
 //!
 //! - `queue/segment-<first>.jsonl`: submitted checkpoints, one JSON object a
 //!   line (sequence number, origin, cosignature time, note in base64), from
@@ -306,8 +305,7 @@ fn queue_line(sequence: Option<u64>, checkpoint: &ArchivedCheckpoint) -> Result<
 }
 
 impl Spool {
-    /// Runs `operation` on the blocking pool, off the async workers (the
-    /// spooler's group commits, on the request path).
+    /// Runs `operation` on the blocking pool, off the async workers.
     pub async fn call<T: Send + 'static>(
         self: &Arc<Spool>,
         operation: impl FnOnce(&Spool) -> Result<T> + Send + 'static,

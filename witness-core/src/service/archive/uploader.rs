@@ -13,7 +13,6 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::service::archive::ManifestSigner;
-use crate::service::archive::background::{BackgroundThread, UPLOADER_NICE_INCREMENT};
 use crate::service::archive::layout::{manifest_path, period_start};
 use crate::service::archive::local::{Created, LocalBatch, create_batch, sync_filesystem};
 use crate::service::archive::manifest::{
@@ -34,15 +33,17 @@ const UPLOAD_BATCH: usize = 256;
 
 /// How long the uploader waits, after a read of the queue that took all that
 /// was queued, before reading it again: a steady trickle of cosignatures is
-/// uploaded a few batches a second, not a batch per spool group commit. Each
-/// batch costs a round of hand-offs to the uploader's thread, a durability
-/// barrier (`syncfs` for a local archive) and a journal append with its
-/// fsync, whatever its size; at 700 cosignatures a second a batch per group
-/// commit cost the witness about four times the CPU per cosignature that
-/// full batches do. A backlog (a read that hit its limit) is read on at once.
-/// Uploads lag the spool by at most this much more; a cosignature is revealed
-/// once spooled, so requests never wait for it.
-pub const ARCHIVE_UPLOAD_LINGER: Duration = Duration::from_millis(250);
+/// uploaded in batches of what arrived meanwhile, not a batch per spool group
+/// commit. Each batch costs a round of hand-offs to the blocking pool, a
+/// durability barrier (`syncfs` for a local archive) and a journal append
+/// with its fsync, whatever its size. A backlog (a read that hit its limit)
+/// is read on at once. Short on purpose: a local archive's `syncfs` writes
+/// out the whole batch at once, and the requests' own fsyncs wait behind that
+/// burst. A 250 ms wait (tried with the uploader at a lower CPU priority)
+/// cut the witness's CPU at 700 cosignatures a second by a quarter, but p99
+/// rose there from 6.5 to 9 to 10 ms and was worse at 2,000/s too (README,
+/// Benchmarks); 20 ms bounds a burst to about 40 checkpoints at 2,000/s.
+pub const ARCHIVE_UPLOAD_LINGER: Duration = Duration::from_millis(20);
 
 /// The first wait after a failure; waits double up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -164,8 +165,6 @@ pub(crate) struct Uploader {
     store: Arc<dyn ObjectStore>,
     local_root: Option<PathBuf>,
     spool: Arc<Spool>,
-    /// Where the blocking work runs, at a lower priority than requests.
-    thread: BackgroundThread,
     signer: Arc<dyn ManifestSigner>,
     metrics: Arc<WitnessMetrics>,
     witness: String,
@@ -257,7 +256,6 @@ impl Uploader {
             store,
             local_root,
             spool,
-            thread: BackgroundThread::start("archive-uploader", UPLOADER_NICE_INCREMENT)?,
             signer,
             metrics,
             witness,
@@ -289,15 +287,6 @@ impl Uploader {
             None if self.more_queued => {}
             None => self.metrics.archive_oldest_unarchived(None),
         }
-    }
-
-    /// Runs a spool operation on the uploader's thread.
-    async fn spool_call<T: Send + 'static>(
-        &self,
-        operation: impl FnOnce(&Spool) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let spool = self.spool.clone();
-        self.thread.run(move || operation(&spool)).await?
     }
 
     /// Writes until `stop` turns true, then returns itself for [`Uploader::finish`].
@@ -386,7 +375,8 @@ impl Uploader {
         let limit = self.batch_limit;
         let cursor = self.cursor;
         match self
-            .spool_call(move |spool| spool.queued(limit, cursor))
+            .spool
+            .call(move |spool| spool.queued(limit, cursor))
             .await
         {
             Ok(scan) => {
@@ -434,7 +424,7 @@ impl Uploader {
         let batch: Vec<Queued> = self.pending.drain(..count).collect();
         self.metrics.archive_batch();
         let outcomes = match self.local_root.clone() {
-            Some(root) => write_local_batch(&self.thread, root, &batch).await,
+            Some(root) => write_local_batch(root, &batch).await,
             None => self.write_remote_batch(&batch).await,
         };
         let mut retry = Vec::new();
@@ -449,7 +439,8 @@ impl Uploader {
                     self.metrics.archive_write("checkpoint", false);
                     let (sequence, checkpoint) = (queued.sequence, queued.checkpoint.clone());
                     match self
-                        .spool_call(move |spool| spool.set_aside(sequence, &checkpoint))
+                        .spool
+                        .call(move |spool| spool.set_aside(sequence, &checkpoint))
                         .await
                     {
                         Ok(()) => finished.push(queued),
@@ -539,7 +530,7 @@ impl Uploader {
             return;
         }
         let removing = done.clone();
-        if let Err(error) = self.spool_call(move |spool| spool.dequeue(&removing)).await {
+        if let Err(error) = self.spool.call(move |spool| spool.dequeue(&removing)).await {
             // Tried again with the next finished checkpoints. If a restart
             // comes first, they are read again: written again (accepted) and,
             // within the period, not listed twice.
@@ -622,7 +613,8 @@ impl Uploader {
         }
         let start = self.current.start;
         let lines = self
-            .spool_call(move |spool| spool.record(start, &lines).map(|()| lines))
+            .spool
+            .call(move |spool| spool.record(start, &lines).map(|()| lines))
             .await?;
         for subject in lines {
             self.current.names.insert(subject.name.clone());
@@ -639,11 +631,12 @@ impl Uploader {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
-        self.thread
-            .run(move || sync_filesystem(&root))
-            .await?
-            .map_err(|e| Error::Archive {
-                detail: format!("syncfs of the archive: {e}"),
+        tokio::task::spawn_blocking(move || sync_filesystem(&root))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|detail| Error::Archive {
+                detail: format!("syncfs of the archive: {detail}"),
             })
     }
 
@@ -667,7 +660,7 @@ impl Uploader {
         // cannot make them read again and listed in the next period too.
         self.close_segment().await;
         let start = closed.start;
-        if let Err(error) = self.spool_call(move |spool| spool.seal(start, end)).await {
+        if let Err(error) = self.spool.call(move |spool| spool.seal(start, end)).await {
             // The manifest is still written from memory; at the next start the
             // journal is sealed again and the same manifest found in place.
             tracing::error!(%error, "cannot seal a period journal in the spool");
@@ -682,7 +675,8 @@ impl Uploader {
     /// Closes the spool's open segment (waiting for an append under way).
     async fn close_segment(&mut self) {
         let _ = self
-            .spool_call(|spool| {
+            .spool
+            .call(|spool| {
                 spool.close_segment();
                 Ok(())
             })
@@ -706,7 +700,7 @@ impl Uploader {
             match outcome {
                 Ok(()) => {
                     self.manifest_retry.succeed();
-                    if let Err(error) = self.spool_call(move |s| s.forget_sealed(start, end)).await
+                    if let Err(error) = self.spool.call(move |s| s.forget_sealed(start, end)).await
                     {
                         tracing::warn!(%error, "cannot remove a written period from the spool");
                     }
@@ -714,7 +708,8 @@ impl Uploader {
                 Err(WriteError::Refused(error)) => {
                     tracing::error!(%error, "manifest not written; its period is set aside in the spool's conflicts/");
                     if let Err(error) = self
-                        .spool_call(move |s| s.set_aside_sealed(start, end))
+                        .spool
+                        .call(move |s| s.set_aside_sealed(start, end))
                         .await
                     {
                         tracing::error!(%error, "cannot set a period aside");
@@ -770,7 +765,6 @@ impl Uploader {
 /// [`local`](super::local)) and makes it durable with one `syncfs`: an object
 /// counts as written only once that barrier passed.
 async fn write_local_batch(
-    thread: &BackgroundThread,
     root: PathBuf,
     batch: &[Queued],
 ) -> Vec<std::result::Result<(), WriteError>> {
@@ -785,12 +779,11 @@ async fn write_local_batch(
         .collect();
     let count = objects.len();
     let unavailable = |detail: String| WriteError::Unavailable(Error::Archive { detail });
-    let written = match thread
-        .run(move || {
-            let written = create_batch(&root, &objects);
-            (written, objects)
-        })
-        .await
+    let written = match tokio::task::spawn_blocking(move || {
+        let written = create_batch(&root, &objects);
+        (written, objects)
+    })
+    .await
     {
         Ok(written) => written,
         Err(error) => {
