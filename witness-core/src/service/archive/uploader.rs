@@ -291,7 +291,6 @@ impl Uploader {
 
     /// Writes until `stop` turns true, then returns itself for [`Uploader::finish`].
     pub async fn run_until(mut self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) -> Self {
-        self.note_oldest_unarchived();
         loop {
             if *stop.borrow() {
                 return self;
