@@ -332,37 +332,44 @@ pub async fn assert_archived_exactly(
     assert_eq!(listed, stored_subjects);
 }
 
-/// The count of `witness_archive_writes` for `kind` and `result` (`ok`/`error`).
-/// `witness_archive_oldest_unarchived_age_seconds`, once the uploader set it.
-pub fn archive_oldest_unarchived_age(metrics: &WitnessMetrics) -> Option<u64> {
+/// The values of the samples in `metrics`' exposition whose line `keep` accepts.
+fn sample_values(metrics: &WitnessMetrics, keep: impl Fn(&str) -> bool) -> Vec<u64> {
     metrics
         .render()
         .lines()
-        .find(|line| line.starts_with("witness_archive_oldest_unarchived_age_seconds"))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .filter(|line| keep(line))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .collect()
+}
+
+/// `witness_archive_oldest_unarchived_age_seconds`, once the uploader set it.
+pub fn archive_oldest_unarchived_age(metrics: &WitnessMetrics) -> Option<u64> {
+    sample_values(metrics, |line| {
+        line.starts_with("witness_archive_oldest_unarchived_age_seconds")
+    })
+    .first()
+    .copied()
 }
 
 /// The archive's upload batches so far (`witness_archive_upload_batches_total`).
 pub fn archive_upload_batches(metrics: &WitnessMetrics) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|line| line.starts_with("witness_archive_upload_batches_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    sample_values(metrics, |line| {
+        line.starts_with("witness_archive_upload_batches_total")
+    })
+    .iter()
+    .sum()
 }
 
+/// The count of `witness_archive_writes` for `kind` and `result` (`ok`/`error`).
 pub fn archive_writes(metrics: &WitnessMetrics, kind: &str, result: &str) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|line| line.starts_with("witness_archive_writes_total{"))
-        .filter(|line| {
-            line.contains(&format!("kind=\"{kind}\""))
-                && line.contains(&format!("result=\"{result}\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    let (kind, result) = (format!("kind=\"{kind}\""), format!("result=\"{result}\""));
+    sample_values(metrics, |line| {
+        line.starts_with("witness_archive_writes_total{")
+            && line.contains(&kind)
+            && line.contains(&result)
+    })
+    .iter()
+    .sum()
 }
 
 /// A local archive in a temporary directory.
