@@ -231,6 +231,23 @@ fn container_name(role: &str) -> String {
     format!("rekor-witness-test-{role}-{}", std::process::id())
 }
 
+/// Every file under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
 /// Changes the owner of `path` and everything under it to the images' user.
 fn chown_tree(path: &Path) {
     std::os::unix::fs::lchown(path, Some(SERVICE_UID), Some(SERVICE_UID)).unwrap_or_else(|e| {
@@ -307,13 +324,14 @@ fn container_configs(
     }
 }
 
-/// Sum of the samples of `family` with `label` in the exposition `text`.
-fn metric_sum(text: &str, family: &str, label: &str) -> f64 {
+/// Sum of the samples of `family` with every one of `labels` in the
+/// exposition `text`.
+fn metric_sum(text: &str, family: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|line| {
             line.strip_prefix(family)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-                && line.contains(label)
+                && labels.iter().all(|label| line.contains(label))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -485,16 +503,48 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
         "the checkpoint carries no cosignature of {WITNESS_NAME}:\n{checkpoint}"
     );
 
-    let metrics = http
-        .get(format!("{gateway}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The cosigned checkpoint reaches the local archive on the witness's volume:
+    // its objects are created and made durable (`syncfs`) under the seccomp
+    // profile. Until they are, each batch fails and stays spooled.
+    let archive_deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = http
+            .get(format!("{gateway}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let archived = metric_sum(
+            &metrics,
+            "witness_archive_writes_total",
+            &["kind=\"checkpoint\"", "result=\"ok\""],
+        );
+        if archived > 0.0 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < archive_deadline,
+            "no checkpoint archived within 30 s of the cosignature; archive writes:\n{}\n\
+             witness output ends:\n{}",
+            metrics
+                .lines()
+                .filter(|line| line.starts_with("witness_archive_writes_total"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            processes[1].log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     std::fs::write(artifacts.join("metrics.txt"), &metrics).unwrap();
-    let cosignatures = metric_sum(&metrics, "witness_cosignatures_total", "outcome=\"ok\"");
+    let archived_objects = files_under(&witness_volume.join("archive").join("checkpoints"));
+    assert!(
+        !archived_objects.is_empty(),
+        "the archive metric counts a write but {} holds no object",
+        witness_volume.join("archive/checkpoints").display()
+    );
+    let cosignatures = metric_sum(&metrics, "witness_cosignatures_total", &["outcome=\"ok\""]);
     assert!(
         cosignatures > 0.0,
         "witness_cosignatures_total{{outcome=\"ok\"}} is {cosignatures}:\n{metrics}"
