@@ -7,19 +7,21 @@
 mod witness_support;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use witness_core::service::store::sqlite::SqliteStore;
+use witness_core::service::store::{LogStore as _, TrustedLog};
 use witness_proto::witness as pb;
 use witness_proto::witness::witness_client::WitnessClient;
 use witness_support::{SignerHarness, TestLog};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
-    let signer = SignerHarness::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = TestLog::new("cli.example/log", 11);
-    log.grow(12);
+/// A configuration for `rekor-witness serve` on a free loopback port with its
+/// state, archive and spool under `dir`, trusting `log`: the file and the port.
+fn write_config(dir: &Path, signer: &SignerHarness, log: &TestLog) -> (std::path::PathBuf, u16) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -30,21 +32,26 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
          [[log]]\nkey = {vkey:?}\n\
          [signer]\nendpoint = {endpoint:?}\nserver_name = \"localhost\"\nca = {ca:?}\nclient_cert = {cert:?}\nclient_key = {key:?}\n\
          [archive]\nurl = {archive:?}\nspool_dir = {spool:?}\n",
-        state = dir.path().join("state.db").display().to_string(),
+        state = dir.join("state.db").display().to_string(),
         vkey = log.verifier.to_vkey(),
         endpoint = c.endpoint,
         ca = c.ca.display().to_string(),
         cert = c.client_cert.display().to_string(),
         key = c.client_key.display().to_string(),
-        archive = dir.path().join("archive").display().to_string(),
-        spool = dir.path().join("spool").display().to_string(),
+        archive = dir.join("archive").display().to_string(),
+        spool = dir.join("spool").display().to_string(),
     );
-    let config_path = dir.path().join("witness.toml");
+    let config_path = dir.join("witness.toml");
     std::fs::write(&config_path, config).unwrap();
+    (config_path, port)
+}
 
+/// Starts the real binary at `info` level; its stderr lines arrive on the
+/// receiver until it exits.
+fn serve(config: &Path) -> (Child, Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rekor-witness"))
         .args(["serve", "--config"])
-        .arg(&config_path)
+        .arg(config)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -57,28 +64,22 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
             let _ = lines_tx.send(line);
         }
     });
+    (child, lines_rx)
+}
 
-    let mut client = None;
+/// A gRPC client of the witness on `port`, once it answers (10 s at most).
+async fn connect(port: u16) -> WitnessClient<tonic::transport::Channel> {
     for _ in 0..200 {
         if let Ok(connected) = WitnessClient::connect(format!("http://127.0.0.1:{port}")).await {
-            client = Some(connected);
-            break;
+            return connected;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut client = client.expect("the witness answers");
-    let lines = client
-        .add_checkpoint(pb::AddCheckpointRequest {
-            old_size: 0,
-            consistency_proof: Vec::new(),
-            checkpoint: log.signed(12),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .signature_lines;
-    assert_eq!(lines.len(), 1);
+    panic!("the witness does not answer on port {port}");
+}
 
+/// SIGTERM; asserts exit 0 and returns every line the witness logged.
+async fn stop(mut child: Child, lines: Receiver<String>) -> Vec<String> {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -88,9 +89,33 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
-
     // The reader thread ends at end of file, now that the process exited.
-    let lines: Vec<String> = lines_rx.iter().collect();
+    lines.iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
+    let signer = SignerHarness::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = TestLog::new("cli.example/log", 11);
+    log.grow(12);
+    let (config, port) = write_config(dir.path(), &signer, &log);
+    let (child, lines) = serve(&config);
+
+    let mut client = connect(port).await;
+    let signature_lines = client
+        .add_checkpoint(pb::AddCheckpointRequest {
+            old_size: 0,
+            consistency_proof: Vec::new(),
+            checkpoint: log.signed(12),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signature_lines;
+    assert_eq!(signature_lines.len(), 1);
+
+    let lines = stop(child, lines).await;
     assert!(
         lines.iter().any(|l| l.contains("witness serving")),
         "{lines:#?}"
@@ -107,5 +132,77 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
             "{line}"
         );
     }
+    signer.server.stop().await;
+}
+
+/// Logs added at run time (the admin API's `AddLog`) stay trusted across
+/// restarts. A witness of the witness network holds tens of thousands: a
+/// start logged a line for each (40,000 lines, 10 MB, at every restart of the
+/// 40,000-log benchmark). Now one line counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_thousands_of_run_time_logs_counts_them_in_one_line_not_one_each() {
+    const RUN_TIME_LOGS: usize = 2_000;
+    let signer = SignerHarness::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = TestLog::new("cli.example/configured", 12);
+    let (config, port) = write_config(dir.path(), &signer, &log);
+    {
+        // As the admin API records them: in the state's logs table.
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let added: Vec<_> = futures::stream::iter(0..RUN_TIME_LOGS)
+            .map(|i| {
+                let origin = format!("run-time.example/log-{i:05}");
+                let vkey = TestLog::new(&origin, 13).verifier.to_vkey();
+                let store = &store;
+                async move {
+                    store
+                        .add_log(&TrustedLog {
+                            origin,
+                            verifier_keys: vec![vkey],
+                        })
+                        .await
+                }
+            })
+            .buffer_unordered(256)
+            .collect()
+            .await;
+        assert!(added.iter().all(Result::is_ok));
+    }
+    let (child, lines) = serve(&config);
+    let mut client = connect(port).await;
+    // Every one of them is trusted: a checkpoint of the last one is cosigned.
+    let mut last = TestLog::new(
+        &format!("run-time.example/log-{:05}", RUN_TIME_LOGS - 1),
+        13,
+    );
+    last.grow(3);
+    let cosigned = client
+        .add_checkpoint(pb::AddCheckpointRequest {
+            old_size: 0,
+            consistency_proof: Vec::new(),
+            checkpoint: last.signed(3),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cosigned.signature_lines.len(), 1);
+
+    let lines = stop(child, lines).await;
+    let naming: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("run-time.example/log-"))
+        .collect();
+    assert_eq!(naming.len(), 1, "one line for the kept logs: {naming:#?}");
+    let summary: serde_json::Value = serde_json::from_str(naming[0]).unwrap();
+    assert_eq!(
+        summary["fields"]["count"],
+        serde_json::json!(RUN_TIME_LOGS),
+        "{summary}"
+    );
+    assert!(
+        lines.len() < 50,
+        "{} lines logged by a start and one request",
+        lines.len()
+    );
     signer.server.stop().await;
 }

@@ -182,6 +182,11 @@ pub struct Recosigned {
 /// so a longer origin could never get a subtree cosignature.
 pub const MAX_ORIGIN_LEN: usize = 255;
 
+/// How many of the logs kept trusted from earlier runs (added at run time, or
+/// dropped from the configuration) the start-up line names; the rest are
+/// counted, and each is named at debug level.
+const KEPT_LOGS_NAMED: usize = 3;
+
 /// An origin line given at run time: one checkpoint line (no control
 /// characters), without surrounding spaces that would make two origins look
 /// alike, at most [`MAX_ORIGIN_LEN`] bytes.
@@ -293,7 +298,11 @@ impl Witness {
         }
         // Logs trusted on an earlier run stay trusted with the keys they were
         // first trusted with, whether or not the configuration still names them:
-        // dropping a log would let it come back later with another key.
+        // dropping a log would let it come back later with another key. They
+        // are reported in one line: a witness of the witness network trusts
+        // tens of thousands of logs added at run time, and a line each was
+        // megabytes of log on every start.
+        let mut kept = Vec::new();
         for trusted in store.logs().await? {
             if registry.contains_key(&trusted.origin) {
                 continue;
@@ -313,10 +322,11 @@ impl Witness {
                     url: shard.url.clone(),
                 },
                 None => {
-                    tracing::info!(
+                    tracing::debug!(
                         origin = %trusted.origin,
-                        "a log added at run time or no longer configured stays trusted (logs are never removed)"
+                        "a log added at run time or no longer configured stays trusted"
                     );
+                    kept.push(trusted.origin.clone());
                     Feed::Push
                 }
             };
@@ -327,6 +337,13 @@ impl Witness {
                     keys,
                     feed,
                 }),
+            );
+        }
+        if !kept.is_empty() {
+            tracing::info!(
+                count = kept.len(),
+                first = ?kept.iter().take(KEPT_LOGS_NAMED).collect::<Vec<_>>(),
+                "logs added at run time or no longer configured stay trusted (logs are never removed; each is named at debug level)"
             );
         }
         Ok(Witness {
