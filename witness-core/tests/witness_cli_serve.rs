@@ -78,6 +78,24 @@ async fn connect(port: u16) -> WitnessClient<tonic::transport::Channel> {
     panic!("the witness does not answer on port {port}");
 }
 
+/// The signature lines of the witness for `log`'s first checkpoint, of `size`.
+async fn cosign_first(
+    client: &mut WitnessClient<tonic::transport::Channel>,
+    log: &TestLog,
+    size: u64,
+) -> Vec<String> {
+    client
+        .add_checkpoint(pb::AddCheckpointRequest {
+            old_size: 0,
+            consistency_proof: Vec::new(),
+            checkpoint: log.signed(size),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signature_lines
+}
+
 /// SIGTERM; asserts exit 0 and returns every line the witness logged.
 async fn stop(mut child: Child, lines: Receiver<String>) -> Vec<String> {
     let status = Command::new("kill")
@@ -103,17 +121,7 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
     let (child, lines) = serve(&config);
 
     let mut client = connect(port).await;
-    let signature_lines = client
-        .add_checkpoint(pb::AddCheckpointRequest {
-            old_size: 0,
-            consistency_proof: Vec::new(),
-            checkpoint: log.signed(12),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .signature_lines;
-    assert_eq!(signature_lines.len(), 1);
+    assert_eq!(cosign_first(&mut client, &log, 12).await.len(), 1);
 
     let lines = stop(child, lines).await;
     assert!(
@@ -176,16 +184,7 @@ async fn a_start_with_thousands_of_run_time_logs_counts_them_in_one_line_not_one
         13,
     );
     last.grow(3);
-    let cosigned = client
-        .add_checkpoint(pb::AddCheckpointRequest {
-            old_size: 0,
-            consistency_proof: Vec::new(),
-            checkpoint: last.signed(3),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(cosigned.signature_lines.len(), 1);
+    assert_eq!(cosign_first(&mut client, &last, 3).await.len(), 1);
 
     let lines = stop(child, lines).await;
     let naming: Vec<&String> = lines

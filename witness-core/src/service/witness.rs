@@ -302,7 +302,7 @@ impl Witness {
         // are reported in one line: a witness of the witness network trusts
         // tens of thousands of logs added at run time, and a line each was
         // megabytes of log on every start.
-        let mut kept = Vec::new();
+        let (mut kept, mut first_kept) = (0_usize, Vec::new());
         for trusted in store.logs().await? {
             if registry.contains_key(&trusted.origin) {
                 continue;
@@ -326,7 +326,10 @@ impl Witness {
                         origin = %trusted.origin,
                         "a log added at run time or no longer configured stays trusted"
                     );
-                    kept.push(trusted.origin.clone());
+                    kept += 1;
+                    if first_kept.len() < KEPT_LOGS_NAMED {
+                        first_kept.push(trusted.origin.clone());
+                    }
                     Feed::Push
                 }
             };
@@ -339,10 +342,10 @@ impl Witness {
                 }),
             );
         }
-        if !kept.is_empty() {
+        if kept > 0 {
             tracing::info!(
-                count = kept.len(),
-                first = ?kept.iter().take(KEPT_LOGS_NAMED).collect::<Vec<_>>(),
+                count = kept,
+                first = ?first_kept,
                 "logs added at run time or no longer configured stay trusted (logs are never removed; each is named at debug level)"
             );
         }
