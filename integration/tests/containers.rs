@@ -538,11 +538,11 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     std::fs::write(artifacts.join("metrics.txt"), &metrics).unwrap();
-    let archived_objects = files_under(&witness_volume.join("archive").join("checkpoints"));
+    let archived_checkpoints = witness_volume.join("archive").join("checkpoints");
     assert!(
-        !archived_objects.is_empty(),
+        !files_under(&archived_checkpoints).is_empty(),
         "the archive metric counts a write but {} holds no object",
-        witness_volume.join("archive/checkpoints").display()
+        archived_checkpoints.display()
     );
     let cosignatures = metric_sum(&metrics, "witness_cosignatures_total", &["outcome=\"ok\""]);
     assert!(
