@@ -1691,8 +1691,16 @@ fn remove_archive_objects(ours: &Path) {
         match std::fs::create_dir_all(kept.parent().unwrap_or(Path::new(".")))
             .and_then(|()| std::fs::rename(&dir, &kept))
         {
-            Ok(()) => println!("moved {} to {} (LOADGEN_ARCHIVE_KEEP_IN)", dir.display(), kept.display()),
-            Err(error) => eprintln!("cannot move {} to {}: {error}", dir.display(), kept.display()),
+            Ok(()) => println!(
+                "moved {} to {} (LOADGEN_ARCHIVE_KEEP_IN)",
+                dir.display(),
+                kept.display()
+            ),
+            Err(error) => eprintln!(
+                "cannot move {} to {}: {error}",
+                dir.display(),
+                kept.display()
+            ),
         }
         return;
     }

@@ -205,3 +205,103 @@ async fn a_start_with_thousands_of_run_time_logs_counts_them_in_one_line_not_one
     );
     signer.server.stop().await;
 }
+
+/// Two witnesses pointed at one spool directory (two replicas on a shared
+/// volume, or a copied configuration) would append to the same segments and
+/// each remove what the other has not uploaded yet. The second one refuses to
+/// start, naming the directory, and the first goes on cosigning and archiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_witness_on_the_same_spool_refuses_to_start_and_the_first_keeps_its_queue_and_archive()
+ {
+    let signer = SignerHarness::start(false).await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let mut log = TestLog::new("cli.example/shared-spool", 14);
+    log.grow(20);
+    let (first_config, first_port) = write_config(first_dir.path(), &signer, &log);
+    let (first, first_lines) = serve(&first_config);
+    let mut client = connect(first_port).await;
+    assert_eq!(cosign_first(&mut client, &log, 10).await.len(), 1);
+
+    // The second has its own port, state and archive, but the first's spool.
+    let second_dir = tempfile::tempdir().unwrap();
+    let (second_config, _) = write_config(second_dir.path(), &signer, &log);
+    let own_spool = second_dir.path().join("spool").display().to_string();
+    let shared_spool = first_dir.path().join("spool").display().to_string();
+    let text = std::fs::read_to_string(&second_config).unwrap();
+    assert!(text.contains(&format!("{own_spool:?}")), "{text}");
+    std::fs::write(
+        &second_config,
+        text.replace(&format!("{own_spool:?}"), &format!("{shared_spool:?}")),
+    )
+    .unwrap();
+    let (mut second, second_lines) = serve(&second_config);
+    let exit = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(status) = second.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = second.kill();
+        None
+    })
+    .await
+    .unwrap();
+    let second_lines: Vec<String> = second_lines.iter().collect();
+    let exit = exit.unwrap_or_else(|| panic!("the second witness kept running: {second_lines:#?}"));
+    assert!(!exit.success(), "{exit:?}");
+    assert!(
+        second_lines
+            .iter()
+            .any(|l| l.contains("in use by another process") && l.contains(&shared_spool)),
+        "{second_lines:#?}"
+    );
+
+    // The first still cosigns, and its spool and archive are its own.
+    let grown = client
+        .add_checkpoint(pb::AddCheckpointRequest {
+            old_size: 10,
+            consistency_proof: log.proof(10, 20).iter().map(|h| h.0.to_vec()).collect(),
+            checkpoint: log.signed(20),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.signature_lines.len(), 1);
+    // Both checkpoints reach the first's archive: nothing of its queue went.
+    let checkpoints = first_dir.path().join("archive").join("checkpoints");
+    let mut archived = 0;
+    for _ in 0..200 {
+        archived = files_named(&checkpoints, ".txt");
+        if archived >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        archived,
+        2,
+        "checkpoints archived under {}",
+        checkpoints.display()
+    );
+    stop(first, first_lines).await;
+    signer.server.stop().await;
+}
+
+/// How many files under `dir`, at any depth, have names ending in `suffix`.
+fn files_named(dir: &Path, suffix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map_while(Result::ok)
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                files_named(&path, suffix)
+            } else {
+                usize::from(entry.file_name().to_string_lossy().ends_with(suffix))
+            }
+        })
+        .sum()
+}

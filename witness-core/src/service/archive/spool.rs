@@ -22,6 +22,10 @@
 //!   batch of lines at a time.
 //! - `periods/sealed-<start>-<end>.jsonl`: a closed period whose manifest is not
 //!   written yet. Removed once it is.
+//! - `lock`: held with an exclusive `fcntl` lock for as long as a witness has
+//!   the spool open, so that a second witness pointed at the same directory
+//!   (two replicas on one volume) refuses to start instead of appending to the
+//!   same segments and removing what the other has not uploaded.
 //! - `conflicts/`: checkpoints (`<sequence>.json`) refused because a different
 //!   object already holds their name, unreadable queue files, torn segment
 //!   tails, and sealed journals whose manifest name is taken, kept for the
@@ -147,6 +151,40 @@ pub(crate) struct Spool {
     /// The open segment's first sequence number and durable length, updated
     /// after each append: the uploader reads no further.
     open_segment: Mutex<Option<(u64, u64)>>,
+    /// The open `lock` file: the lock lasts as long as it stays open (the
+    /// kernel drops it when the process ends, however it ends).
+    _lock: File,
+}
+
+/// The spool's lock file, directly under its root.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the spool's lock, or says which directory another process holds.
+/// A POSIX record lock (`fcntl`, which the seccomp profile already allows
+/// for SQLite): it keeps out other processes, not another open in this one.
+fn lock_spool(root: &Path) -> Result<File> {
+    fs::create_dir_all(root).map_err(|e| io_error("create", root, e))?;
+    let path = root.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("open", &path, e))?;
+    match rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(errno) if errno == rustix::io::Errno::AGAIN || errno == rustix::io::Errno::ACCESS => {
+            Err(Error::Archive {
+                detail: format!(
+                    "spool: {} is in use by another process (it holds {}): two witnesses \
+                     must not share a spool directory",
+                    root.display(),
+                    path.display()
+                ),
+            })
+        }
+        Err(errno) => Err(io_error("lock", &path, errno.into())),
+    }
 }
 
 /// The open queue segment.
@@ -323,12 +361,16 @@ impl Spool {
     /// one past every number a queue or set-aside file holds or names. Batches
     /// go to a new segment; the segments found are only read.
     pub fn open(root: &Path) -> Result<(Spool, u64)> {
+        // Before anything is read or removed: a temporary file another
+        // process is writing is not a crash's leftover.
+        let lock = lock_spool(root)?;
         let spool = Spool {
             queue: root.join("queue"),
             periods: root.join("periods"),
             conflicts: root.join("conflicts"),
             writer: Mutex::new(None),
             open_segment: Mutex::new(None),
+            _lock: lock,
         };
         let mut next = 0;
         let mut newest_segment = None;
