@@ -17,7 +17,7 @@ use witness_core::service::store::sqlite::SqliteStore;
 use witness_core::service::store::{LogStore as _, TrustedLog};
 use witness_proto::witness as pb;
 use witness_proto::witness::witness_client::WitnessClient;
-use witness_support::{SignerHarness, TestLog};
+use witness_support::{SignerHarness, TestLog, files_under};
 
 /// A configuration for `rekor-witness serve` on a free loopback port with its
 /// state, archive and spool under `dir`, trusting `log`: the file and the port.
@@ -78,16 +78,22 @@ async fn connect(port: u16) -> WitnessClient<tonic::transport::Channel> {
     panic!("the witness does not answer on port {port}");
 }
 
-/// The signature lines of the witness for `log`'s first checkpoint, of `size`.
-async fn cosign_first(
+/// The signature lines of the witness for `log`'s checkpoint of `size`,
+/// pushed with a consistency proof from `old_size` (none from 0).
+async fn cosign(
     client: &mut WitnessClient<tonic::transport::Channel>,
     log: &TestLog,
+    old_size: u64,
     size: u64,
 ) -> Vec<String> {
     client
         .add_checkpoint(pb::AddCheckpointRequest {
-            old_size: 0,
-            consistency_proof: Vec::new(),
+            old_size,
+            consistency_proof: log
+                .proof(old_size, size)
+                .iter()
+                .map(|hash| hash.0.to_vec())
+                .collect(),
             checkpoint: log.signed(size),
         })
         .await
@@ -121,7 +127,7 @@ async fn serve_logs_json_answers_grpc_and_stops_cleanly_on_sigterm() {
     let (child, lines) = serve(&config);
 
     let mut client = connect(port).await;
-    assert_eq!(cosign_first(&mut client, &log, 12).await.len(), 1);
+    assert_eq!(cosign(&mut client, &log, 0, 12).await.len(), 1);
 
     let lines = stop(child, lines).await;
     assert!(
@@ -184,7 +190,7 @@ async fn a_start_with_thousands_of_run_time_logs_counts_them_in_one_line_not_one
         13,
     );
     last.grow(3);
-    assert_eq!(cosign_first(&mut client, &last, 3).await.len(), 1);
+    assert_eq!(cosign(&mut client, &last, 0, 3).await.len(), 1);
 
     let lines = stop(child, lines).await;
     let naming: Vec<&String> = lines
@@ -220,7 +226,7 @@ async fn a_second_witness_on_the_same_spool_refuses_to_start_and_the_first_keeps
     let (first_config, first_port) = write_config(first_dir.path(), &signer, &log);
     let (first, first_lines) = serve(&first_config);
     let mut client = connect(first_port).await;
-    assert_eq!(cosign_first(&mut client, &log, 10).await.len(), 1);
+    assert_eq!(cosign(&mut client, &log, 0, 10).await.len(), 1);
 
     // The second has its own port, state and archive, but the first's spool.
     let second_dir = tempfile::tempdir().unwrap();
@@ -258,21 +264,15 @@ async fn a_second_witness_on_the_same_spool_refuses_to_start_and_the_first_keeps
     );
 
     // The first still cosigns, and its spool and archive are its own.
-    let grown = client
-        .add_checkpoint(pb::AddCheckpointRequest {
-            old_size: 10,
-            consistency_proof: log.proof(10, 20).iter().map(|h| h.0.to_vec()).collect(),
-            checkpoint: log.signed(20),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(grown.signature_lines.len(), 1);
+    assert_eq!(cosign(&mut client, &log, 10, 20).await.len(), 1);
     // Both checkpoints reach the first's archive: nothing of its queue went.
     let checkpoints = first_dir.path().join("archive").join("checkpoints");
     let mut archived = 0;
     for _ in 0..200 {
-        archived = files_named(&checkpoints, ".txt");
+        archived = files_under(&checkpoints)
+            .iter()
+            .filter(|path| path.extension().is_some_and(|e| e == "txt"))
+            .count();
         if archived >= 2 {
             break;
         }
@@ -286,22 +286,4 @@ async fn a_second_witness_on_the_same_spool_refuses_to_start_and_the_first_keeps
     );
     stop(first, first_lines).await;
     signer.server.stop().await;
-}
-
-/// How many files under `dir`, at any depth, have names ending in `suffix`.
-fn files_named(dir: &Path, suffix: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .map_while(Result::ok)
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                files_named(&path, suffix)
-            } else {
-                usize::from(entry.file_name().to_string_lossy().ends_with(suffix))
-            }
-        })
-        .sum()
 }

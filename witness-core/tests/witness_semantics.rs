@@ -16,7 +16,7 @@ use witness_core::merkle::{Hash, LeafHashes, empty_root, subtree_hash};
 use witness_core::note::{SignatureType, VerifierKey, parse_note, verify_note};
 use witness_core::service::store::StoredTree;
 use witness_core::service::witness::{ShardedLog, SubtreeRequest};
-use witness_support::{TestLog, WitnessHarness};
+use witness_support::{TestLog, WitnessHarness, files_under};
 
 const ORIGIN: &str = "example.com/log";
 
@@ -552,18 +552,10 @@ async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
     stop.send(()).unwrap();
     archiving.await.unwrap();
     // The revealed note is among the archived objects, byte for byte.
-    let mut archived = Vec::new();
-    let mut dirs = vec![dir.path().join("objects").join("checkpoints")];
-    while let Some(next) = dirs.pop() {
-        for entry in std::fs::read_dir(next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                archived.push(std::fs::read(path).unwrap());
-            }
-        }
-    }
+    let archived: Vec<Vec<u8>> = files_under(&dir.path().join("objects").join("checkpoints"))
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
     assert!(archived.contains(&state.note), "{} objects", archived.len());
     h.signer.server.stop().await;
 }

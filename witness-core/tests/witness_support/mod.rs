@@ -8,6 +8,7 @@
 #[path = "../../../signer-svc/tests/support/pki.rs"]
 pub mod pki;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use witness_core::checkpoint::Checkpoint;
@@ -186,4 +187,24 @@ impl WitnessHarness {
     pub fn own_keys(&self) -> Vec<VerifierKey> {
         self.keys.cosigning.clone()
     }
+}
+
+/// Every file under `dir`, at any depth (none when `dir` does not exist): the
+/// objects a local archive wrote, for instance.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(next) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for path in entries.map_while(Result::ok).map(|entry| entry.path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
