@@ -21,9 +21,6 @@
 //!                                images set it; `unset` for glibc's default of 8 per core)
 //!   LOADGEN_WITNESS_ENV          extra environment of our witness, KEY=VALUE pairs separated by `;`
 //!                                (a heap profiler's LD_PRELOAD; README, "Benchmarks")
-//!   LOADGEN_ARCHIVE              `off` runs our witness without its archive (no spool, no
-//!                                uploader): a diagnostic of what archiving every checkpoint costs;
-//!                                the figures this README reports are with the archive (default on)
 //!   LOADGEN_ARCHIVE_KEEP_IN      a directory to move our archive into at the end instead of
 //!                                removing it: runs back to back then skip the ext4 penalty for
 //!                                recently freed inodes (README, "Benchmarks"); remove it later
@@ -1778,18 +1775,6 @@ async fn start_ours(artifacts: &Path, registry: &[(String, String)]) -> Res<Targ
             stack.set_env(Service::Witness, key, value);
         }
     }
-    let archive = std::env::var("LOADGEN_ARCHIVE").unwrap_or_else(|_| "on".to_owned());
-    match archive.as_str() {
-        "on" => {}
-        "off" => {
-            let witness_config = stack.dir().join("config/witness.toml");
-            let text = std::fs::read_to_string(&witness_config).map_err(|e| e.to_string())?;
-            std::fs::write(&witness_config, without_table(&text, "archive"))
-                .map_err(|e| e.to_string())?;
-            println!("  ours: without the archive (LOADGEN_ARCHIVE=off, a diagnostic)");
-        }
-        other => return Err(format!("LOADGEN_ARCHIVE: {other:?} is neither on nor off")),
-    }
     stack.restart(Service::Signer).await?;
     stack.restart(Service::Witness).await?;
     stack.restart(Service::Gateway).await?;
@@ -1800,25 +1785,6 @@ async fn start_ours(artifacts: &Path, registry: &[(String, String)]) -> Res<Targ
         started.elapsed().as_secs_f64()
     );
     Ok(Target::Ours(stack))
-}
-
-/// `text` (TOML) without its table `[name]`: the lines from that header up
-/// to the next table header.
-fn without_table(text: &str, name: &str) -> String {
-    let header = format!("[{name}]");
-    let mut inside = false;
-    let mut kept = String::with_capacity(text.len());
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            inside = trimmed == header;
-        }
-        if !inside {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    kept
 }
 
 async fn start_litewitness(artifacts: &Path, registry: &[(String, String)]) -> Res<Target> {

@@ -340,6 +340,9 @@ period = "1h"
         "witness_backfill_queue_depth{log=\"tiles.example/log\"} 0",
         "witness_misbehaviour_total{log=\"push.example/log\",reason=\"consistency_proof_invalid\"} 1",
         "witness_signer_call_duration_seconds_bucket",
+        // Each cosignature's wait for the spool and then for the state.
+        "witness_durable_write_duration_seconds_count{result=\"ok\",write=\"archive_spool\"}",
+        "witness_durable_write_duration_seconds_count{result=\"ok\",write=\"state\"}",
         "witness_log_fetches_total",
     ] {
         assert!(

@@ -44,6 +44,7 @@ pub struct WitnessMetrics {
     misbehaviour: Counter<u64>,
     request_seconds: Histogram<f64>,
     signer_seconds: Histogram<f64>,
+    durable_write_seconds: Histogram<f64>,
     fetches: Counter<u64>,
     archive_writes: Counter<u64>,
     archive_batches: Counter<u64>,
@@ -142,6 +143,14 @@ impl WitnessMetrics {
                 .with_description("Latency of calls to the signer by operation")
                 .with_boundaries(LATENCY_BUCKETS.to_vec())
                 .build(),
+            durable_write_seconds: meter
+                .f64_histogram("witness_durable_write_duration")
+                .with_unit("s")
+                .with_description(
+                    "Time a cosigned checkpoint waits for a durable write before it is revealed, by write (archive_spool, then state) and result",
+                )
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
             fetches: meter
                 .u64_counter("witness_log_fetches")
                 .with_description("Requests to pulled logs by log, endpoint kind and outcome")
@@ -209,6 +218,19 @@ impl WitnessMetrics {
             elapsed.as_secs_f64(),
             &[
                 KeyValue::new("operation", operation),
+                KeyValue::new("result", if ok { "ok" } else { "error" }),
+            ],
+        );
+    }
+
+    /// Records how long a cosigned checkpoint waited for one of the durable
+    /// writes before its reveal (`write`: `archive_spool` or `state`), group
+    /// commit included.
+    pub fn durable_write(&self, write: &'static str, ok: bool, elapsed: Duration) {
+        self.durable_write_seconds.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new("write", write),
                 KeyValue::new("result", if ok { "ok" } else { "error" }),
             ],
         );

@@ -691,9 +691,13 @@ impl Witness {
         // revealed, which is harmless: the signer's fork guard let it through,
         // so it is consistent with everything else the witness signed.
         if let Some(archive) = &self.archive {
-            archive
+            let started = Instant::now();
+            let spooled = archive
                 .submit(checkpoint.origin(), cosignature.timestamp, note.clone())
-                .await?;
+                .await;
+            self.metrics
+                .durable_write("archive_spool", spooled.is_ok(), started.elapsed());
+            spooled?;
         }
         let new = LogState {
             origin: checkpoint.origin().to_owned(),
@@ -704,7 +708,11 @@ impl Witness {
             note: note.clone(),
             cosigned_at: cosignature.timestamp,
         };
-        match self.store.compare_and_swap(expected, &new).await? {
+        let started = Instant::now();
+        let stored = self.store.compare_and_swap(expected, &new).await;
+        self.metrics
+            .durable_write("state", stored.is_ok(), started.elapsed());
+        match stored? {
             CasOutcome::Swapped => {}
             // Another request for this origin stored first: this cosignature is
             // never revealed.
