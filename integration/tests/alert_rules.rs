@@ -264,6 +264,7 @@ async fn exported_by_the_code() -> Exported {
     witness.misbehaviour(log, &Error::RootMismatch { size: 7 });
     witness.request("AddCheckpoint", Duration::from_millis(3));
     witness.signer_call("cosign_checkpoints", true, Duration::from_millis(2));
+    witness.durable_write("state", true, Duration::from_millis(1));
     witness.fetch(log, "checkpoint", Ok(()));
     witness.archive_write("checkpoint", true);
     witness.archive_oldest_unarchived(Some(1));
