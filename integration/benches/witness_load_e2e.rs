@@ -24,6 +24,9 @@
 //!   LOADGEN_ARCHIVE_KEEP_IN      a directory to move our archive into at the end instead of
 //!                                removing it: runs back to back then skip the ext4 penalty for
 //!                                recently freed inodes (README, "Benchmarks"); remove it later
+//!   LOADGEN_ARCHIVE_DIR          an empty directory for our local archive, on another filesystem
+//!                                than the state's (a second disk, as the Helm chart and the
+//!                                Compose file deploy it); emptied at the end, not kept
 //!   LOADGEN_SOAK_SECONDS         duration of the soak; 0 = no soak (default 0)
 //!   LOADGEN_SOAK_RATE            fixed arrival rate of the soak in requests/s (default 700: half
 //!                                the 1,400/s (a) measures with every checkpoint archived, README;
@@ -1653,7 +1656,11 @@ impl Target {
         match self {
             Target::Ours(stack) => ["witness", "signer", "archive", "archive-spool"]
                 .iter()
-                .map(|d| dir_size(&stack.dir().join(d)))
+                .map(|d| {
+                    let dir = stack.dir().join(d);
+                    // LOADGEN_ARCHIVE_DIR's link counts as its directory.
+                    dir_size(&std::fs::canonicalize(&dir).unwrap_or(dir))
+                })
                 .sum(),
             Target::Litewitness(_, dir) | Target::Omniwitness(_, dir) => std::fs::read_dir(dir)
                 .map(|entries| {
@@ -1674,6 +1681,23 @@ impl Target {
 /// slow that run: ext4 without a journal skips inodes freed in the last few
 /// minutes when it allocates one (README, Benchmarks).
 fn remove_archive_objects(ours: &Path) {
+    if let Some(elsewhere) = archive_elsewhere() {
+        // Emptied, not kept: the next run needs it empty.
+        let emptied = std::fs::read_dir(&elsewhere).and_then(|entries| {
+            entries.flatten().try_for_each(|entry| {
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())
+                } else {
+                    std::fs::remove_file(entry.path())
+                }
+            })
+        });
+        match emptied {
+            Ok(()) => println!("emptied {} (LOADGEN_ARCHIVE_DIR)", elsewhere.display()),
+            Err(error) => eprintln!("cannot empty {}: {error}", elsewhere.display()),
+        }
+        return;
+    }
     let dir = Stack::dir_in(ours).join("archive");
     if !dir.exists() {
         return;
@@ -1727,7 +1751,38 @@ burst = 10000000
 /// steady load).
 const SHIPPED_MALLOC_ARENA_MAX: &str = "2";
 
+/// LOADGEN_ARCHIVE_DIR: our local archive in that directory instead of the
+/// stack's `archive/`, which becomes a symbolic link to it (the witness
+/// resolves its archive root once, at start).
+fn archive_elsewhere() -> Option<PathBuf> {
+    std::env::var_os("LOADGEN_ARCHIVE_DIR").map(PathBuf::from)
+}
+
+fn place_archive(ours: &Path) -> Res<()> {
+    let Some(elsewhere) = archive_elsewhere() else {
+        return Ok(());
+    };
+    let link = Stack::dir_in(ours).join("archive");
+    std::fs::create_dir_all(&elsewhere).map_err(|e| format!("{}: {e}", elsewhere.display()))?;
+    if std::fs::read_dir(&elsewhere).map_or(true, |mut entries| entries.next().is_some()) {
+        return Err(format!(
+            "LOADGEN_ARCHIVE_DIR {} must be an empty directory",
+            elsewhere.display()
+        ));
+    }
+    std::fs::create_dir_all(Stack::dir_in(ours)).map_err(|e| e.to_string())?;
+    match std::fs::symlink_metadata(&link) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&link),
+        Ok(_) => std::fs::remove_file(&link),
+        Err(_) => Ok(()),
+    }
+    .map_err(|e| format!("removing {}: {e}", link.display()))?;
+    std::os::unix::fs::symlink(&elsewhere, &link)
+        .map_err(|e| format!("linking {} to {}: {e}", link.display(), elsewhere.display()))
+}
+
 async fn start_ours(artifacts: &Path, registry: &[(String, String)]) -> Res<Target> {
+    place_archive(&artifacts.join("ours"))?;
     let mut stack = Stack::start_in(&artifacts.join("ours"), "").await?;
     // Logs are registered as the admin API's AddLog records them (the
     // store's `logs` table, read at start), with the witness stopped: 40,000

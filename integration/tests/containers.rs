@@ -295,9 +295,11 @@ fn container_configs(
             format!("{d}/archive-spool"),
             "/var/lib/witness/archive-spool".to_owned(),
         ),
+        // The local archive on a volume of its own, as the Helm chart and
+        // the Compose file mount it.
         (
             format!("{d}/archive"),
-            "/var/lib/witness/archive".to_owned(),
+            "/var/lib/witness-archive/archive".to_owned(),
         ),
         (format!("{d}/pki/"), "/etc/rekor-witness/tls/".to_owned()),
         (format!("{d}/keys/"), "/etc/rekor-witness/keys/".to_owned()),
@@ -374,8 +376,10 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
     let configs = container_configs(&dir, &material, &addrs, &log.tiles_log_toml());
     let signer_volume = artifacts.join("volumes/signer");
     let witness_volume = artifacts.join("volumes/witness");
+    let archive_volume = artifacts.join("volumes/witness-archive");
     std::fs::create_dir_all(&signer_volume).unwrap();
     std::fs::create_dir_all(&witness_volume).unwrap();
+    std::fs::create_dir_all(&archive_volume).unwrap();
     // The services refuse keys others can read, so the PKI and the keys
     // belong to the containers' user, like the volumes.
     chown_tree(&dir);
@@ -417,6 +421,7 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
                 ),
                 tls.clone(),
                 (witness_volume.clone(), "/var/lib/witness", false),
+                (archive_volume.clone(), "/var/lib/witness-archive", false),
             ],
             args: vec![],
         },
@@ -503,7 +508,7 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
         "the checkpoint carries no cosignature of {WITNESS_NAME}:\n{checkpoint}"
     );
 
-    // The cosigned checkpoint reaches the local archive on the witness's volume:
+    // The cosigned checkpoint reaches the local archive on its own volume:
     // its objects are created and made durable (`syncfs`) under the seccomp
     // profile. Until they are, each batch fails and stays spooled.
     let archive_deadline = Instant::now() + Duration::from_secs(30);
@@ -538,11 +543,15 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     std::fs::write(artifacts.join("metrics.txt"), &metrics).unwrap();
-    let archived_checkpoints = witness_volume.join("archive").join("checkpoints");
+    let archived_checkpoints = archive_volume.join("archive").join("checkpoints");
     assert!(
         !files_under(&archived_checkpoints).is_empty(),
         "the archive metric counts a write but {} holds no object",
         archived_checkpoints.display()
+    );
+    assert!(
+        !witness_volume.join("archive").exists(),
+        "the archive was written to the state's volume"
     );
     let cosignatures = metric_sum(&metrics, "witness_cosignatures_total", &["outcome=\"ok\""]);
     assert!(
@@ -553,6 +562,8 @@ async fn the_hardened_containers_cosign_a_real_tiles_log_over_mutual_tls() {
     // The services ran as 65532 and wrote their state to the volumes only.
     for (volume, file) in [
         (&witness_volume, "state.db"),
+        (&witness_volume, "archive-spool"),
+        (&archive_volume, "archive/checkpoints"),
         (&signer_volume, "fork-guard.db"),
     ] {
         let metadata = std::fs::metadata(volume.join(file))

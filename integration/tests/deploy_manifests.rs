@@ -136,6 +136,115 @@ fn rendered_witness_configurations_parse_with_the_witness_parser() {
     }
 }
 
+/// The documents of a rendered scenario's `manifests.yaml`, as JSON (PyYAML
+/// from the deploy tools' environment).
+fn rendered_manifests(scenario: &Path) -> Vec<serde_json::Value> {
+    let output = Command::new(python())
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)",
+        ])
+        .arg(scenario.join("manifests.yaml"))
+        .output()
+        .expect("running PyYAML");
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("manifests as JSON")
+}
+
+/// The witness-core container's mounts (mount path, volume name) and the
+/// StatefulSet's claim templates.
+fn witness_mounts_and_claims(
+    manifests: &[serde_json::Value],
+) -> (Vec<(String, String)>, Vec<String>) {
+    let statefulset = manifests
+        .iter()
+        .find(|d| {
+            d["kind"] == "StatefulSet"
+                && d["spec"]["template"]["spec"]["containers"][0]["name"] == "witness-core"
+        })
+        .expect("the witness-core StatefulSet");
+    let mounts = statefulset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().expect("mountPath").to_owned(),
+                m["name"].as_str().expect("name").to_owned(),
+            )
+        })
+        .collect();
+    let claims = statefulset["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .expect("volumeClaimTemplates")
+        .iter()
+        .map(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .expect("claim name")
+                .to_owned()
+        })
+        .collect();
+    (mounts, claims)
+}
+
+/// The volume holding `path`: the mount with the longest path containing it.
+fn volume_of<'a>(mounts: &'a [(String, String)], path: &Path) -> Option<&'a str> {
+    mounts
+        .iter()
+        .filter(|(mount, _)| path.starts_with(mount))
+        .max_by_key(|(mount, _)| mount.len())
+        .map(|(_, name)| name.as_str())
+}
+
+#[test]
+fn a_local_archive_gets_a_claim_of_its_own_away_from_the_fsyncs_of_the_state_and_spool() {
+    use witness_core::service::config::WitnessConfig;
+    let mut local_archives = 0;
+    for (path, toml) in rendered_configs("witness.toml") {
+        let scenario = Path::new(&path)
+            .ancestors()
+            .nth(2)
+            .expect("scenario directory");
+        let config = WitnessConfig::parse(&toml).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (mounts, claims) = witness_mounts_and_claims(&rendered_manifests(scenario));
+        // Every path the witness writes is on a persistent claim.
+        let on_claim = |what: &str, file: &Path| -> String {
+            let volume = volume_of(&mounts, file)
+                .unwrap_or_else(|| panic!("{path}: the {what} {} is on no volume", file.display()));
+            assert!(
+                claims.iter().any(|c| c == volume),
+                "{path}: the {what} is on volume {volume:?}, not a claim of {claims:?}"
+            );
+            volume.to_owned()
+        };
+        let state = (!config.state.starts_with("postgres"))
+            .then(|| on_claim("SQLite state", Path::new(&config.state)));
+        let Some(archive) = &config.archive else {
+            continue;
+        };
+        let spool = on_claim("archive spool", &archive.spool_dir);
+        if let Some(local) = archive.url.strip_prefix("file://") {
+            local_archives += 1;
+            let archive_volume = on_claim("local archive", Path::new(local));
+            assert_ne!(
+                archive_volume, spool,
+                "{path}: the local archive shares the spool's volume"
+            );
+            assert_ne!(
+                Some(&archive_volume),
+                state.as_ref(),
+                "{path}: the local archive shares the state's volume"
+            );
+        }
+    }
+    assert!(
+        local_archives >= 1,
+        "no rendered scenario has a local archive"
+    );
+}
+
 #[test]
 fn rendered_gateway_configurations_parse_with_the_gateways_parser() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -183,6 +292,11 @@ fn values_violating_the_schemas_are_refused() {
             "checkpoint_interval",
         ),
         ("rekor-witness", "gateway:\n  port: 443\n", "/gateway/port"),
+        (
+            "rekor-witness",
+            "witnessCore:\n  archive:\n    url: file:///var/lib/witness/checkpoints\n",
+            "archive/url",
+        ),
         (
             "rekor-witness",
             "gateway:\n  limits:\n    max_conections: 5\n",
