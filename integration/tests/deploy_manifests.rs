@@ -199,7 +199,7 @@ fn volume_of<'a>(mounts: &'a [(String, String)], path: &Path) -> Option<&'a str>
 }
 
 #[test]
-fn a_local_archive_gets_a_claim_of_its_own_away_from_the_fsyncs_of_the_state_and_spool() {
+fn a_local_archive_gets_a_claim_of_its_own_so_filling_it_cannot_stop_the_state_or_spool() {
     use witness_core::service::config::WitnessConfig;
     let mut local_archives = 0;
     for (path, toml) in rendered_configs("witness.toml") {
