@@ -483,7 +483,8 @@ async fn changing_a_trusted_logs_key_is_refused_and_logs_are_never_removed() {
     h.signer.server.stop().await;
 }
 
-/// A cosignature the archive cannot hold durably is never revealed: with the
+/// A cosignature the archive cannot hold durably is never revealed: with
+/// submissions to the spool (the path of a PostgreSQL state) and the
 /// archive's spool refusing writes, the request fails with 503 and the state
 /// (which the monitoring endpoint serves) stays where it was; once the spool
 /// takes writes again the same checkpoint is cosigned, stored and archived.
@@ -557,6 +558,84 @@ async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
         .map(|path| std::fs::read(path).unwrap())
         .collect();
     assert!(archived.contains(&state.note), "{} objects", archived.len());
+    h.signer.server.stop().await;
+}
+
+/// With a SQLite state the archive's copy is written in the state's own
+/// transaction (its outbox), so a cosignature is revealed only together with
+/// it: while the spool refuses writes the witness still cosigns, and the
+/// checkpoint waits in the outbox until the spool takes writes again, then
+/// reaches the archive byte for byte. The spool is off the request path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_sqlite_state_a_revealed_cosignature_is_archived_even_if_the_spool_failed_then() {
+    use witness_core::service::archive::{Archive, ArchiveConfig};
+    use witness_core::service::store::sqlite::SqliteStore;
+    use witness_core::service::witness::Witness;
+
+    let log = test_log(10);
+    let h = harness_with(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ArchiveConfig {
+        url: format!("file://{}", dir.path().join("objects").display()),
+        spool_dir: dir.path().join("spool"),
+        ..ArchiveConfig::default()
+    };
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let archive = Archive::open_with_outbox(
+        &config,
+        "witness.example/semantics",
+        Arc::new(h.grpc_signer.clone()),
+        h.metrics.clone(),
+        sqlite.clone(),
+    )
+    .await
+    .unwrap();
+    let submitter = archive.submitter();
+    assert!(submitter.outbox().is_some());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let archiving = tokio::spawn(archive.run(async move {
+        let _ = stopped.await;
+    }));
+    let store: Arc<dyn witness_core::service::store::LogStore> = sqlite;
+    let witness = Witness::new(
+        vec![log.keys()],
+        Vec::new(),
+        h.own_keys(),
+        store.clone(),
+        Arc::new(h.grpc_signer.clone()),
+        Some(Arc::new(submitter)),
+        h.metrics.clone(),
+    )
+    .await
+    .unwrap();
+
+    // The spool's queue directory turns into a file: every spool write fails.
+    let queue = config.spool_dir.join("queue");
+    std::fs::remove_dir(&queue).unwrap();
+    std::fs::write(&queue, b"not a directory").unwrap();
+    let lines = witness
+        .add_checkpoint(0, Vec::new(), &log.signed(10))
+        .await
+        .unwrap();
+    assert_cosigns(&h, &log.checkpoint(10), &lines);
+    let state = store.state(ORIGIN).await.unwrap().unwrap();
+    assert_eq!(state.tree.size, 10);
+    let objects = dir.path().join("objects").join("checkpoints");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        files_under(&objects).is_empty(),
+        "nothing reached the archive yet"
+    );
+
+    std::fs::remove_file(&queue).unwrap();
+    std::fs::create_dir(&queue).unwrap();
+    stop.send(()).unwrap();
+    archiving.await.unwrap();
+    let archived: Vec<Vec<u8>> = files_under(&objects)
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    assert_eq!(archived, [state.note], "the revealed note, archived once");
     h.signer.server.stop().await;
 }
 

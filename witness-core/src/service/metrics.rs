@@ -31,6 +31,9 @@ struct Gauges {
     /// The archive's uploader, once running: the cosignature time of the
     /// oldest checkpoint it holds that is not archived yet, if any.
     archive_oldest_unarchived: Option<Option<u64>>,
+    /// The oldest checkpoint still in the state store's archive outbox, once
+    /// the outbox has been read (`Some(None)`: empty).
+    archive_oldest_in_outbox: Option<Option<u64>>,
 }
 
 /// Instruments of the witness service.
@@ -100,12 +103,21 @@ impl WitnessMetrics {
             .u64_observable_gauge("witness_archive_oldest_unarchived_age")
             .with_unit("s")
             .with_description(
-                "Age of the oldest spooled checkpoint the archive has read and not yet written (0 when caught up)",
+                "Age of the oldest checkpoint the archive holds and has not yet written, in the state store's outbox or read from the spool (0 when caught up)",
             )
             .with_callback(move |observer| {
                 if let Ok(gauges) = unarchived.lock()
-                    && let Some(oldest) = gauges.archive_oldest_unarchived
+                    && (gauges.archive_oldest_unarchived.is_some()
+                        || gauges.archive_oldest_in_outbox.is_some())
                 {
+                    let oldest = [
+                        gauges.archive_oldest_unarchived,
+                        gauges.archive_oldest_in_outbox,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .min();
                     let age = oldest.map_or(0, |at| now_seconds().saturating_sub(at));
                     observer.observe(age, &[]);
                 }
@@ -147,7 +159,7 @@ impl WitnessMetrics {
                 .f64_histogram("witness_durable_write_duration")
                 .with_unit("s")
                 .with_description(
-                    "Time a cosigned checkpoint waits for a durable write before it is revealed, by write (archive_spool, then state) and result",
+                    "Time a cosigned checkpoint waits for a durable write before it is revealed, by write (archive_spool then state with a PostgreSQL state; state alone with SQLite, whose transaction also holds the archive's copy) and result",
                 )
                 .with_boundaries(LATENCY_BUCKETS.to_vec())
                 .build(),
@@ -224,7 +236,8 @@ impl WitnessMetrics {
     }
 
     /// Records how long a cosigned checkpoint waited for one of the durable
-    /// writes before its reveal (`write`: `archive_spool` or `state`), group
+    /// writes before its reveal (`write`: `archive_spool`, with a PostgreSQL
+    /// state only, or `state`), group
     /// commit included.
     pub fn durable_write(&self, write: &'static str, ok: bool, elapsed: Duration) {
         self.durable_write_seconds.record(
@@ -274,6 +287,15 @@ impl WitnessMetrics {
     pub fn archive_oldest_unarchived(&self, cosigned_at: Option<u64>) {
         if let Ok(mut gauges) = self.gauges.lock() {
             gauges.archive_oldest_unarchived = Some(cosigned_at);
+        }
+    }
+
+    /// Notes the cosignature time of the oldest checkpoint waiting in the state
+    /// store's archive outbox (`None`: empty), also reported by
+    /// `witness_archive_oldest_unarchived_age_seconds`.
+    pub fn archive_oldest_in_outbox(&self, cosigned_at: Option<u64>) {
+        if let Ok(mut gauges) = self.gauges.lock() {
+            gauges.archive_oldest_in_outbox = Some(cosigned_at);
         }
     }
 

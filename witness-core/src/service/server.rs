@@ -16,9 +16,9 @@ use crate::service::feeder::{FeederConfig, LogKind};
 use crate::service::grpc::WitnessGrpc;
 use crate::service::metrics::WitnessMetrics;
 use crate::service::signer_client::{BatchingSigner, GrpcSigner, SignerKeys};
-use crate::service::store::LogStore;
 use crate::service::store::postgres::PostgresStore;
 use crate::service::store::sqlite::SqliteStore;
+use crate::service::store::{ArchiveOutbox, LogStore};
 use crate::service::witness::{CheckpointArchive, Feed, Witness};
 use crate::service::{archive, feeder, recosign};
 use crate::tls_reload::{
@@ -43,6 +43,10 @@ impl CheckpointArchive for archive::ArchiveSubmitter {
             .inspect_err(|error| {
                 tracing::warn!(origin, error = %error, "checkpoint not archived: not revealed");
             })
+    }
+
+    fn outbox(&self) -> Option<Arc<archive::OutboxTicket>> {
+        archive::ArchiveSubmitter::outbox(self)
     }
 }
 
@@ -74,16 +78,27 @@ fn pulled_logs(logs: &Logs, config: &WitnessConfig) -> Result<Vec<FeederConfig>>
 
 /// Opens the state store a configuration names.
 pub async fn open_store(config: &WitnessConfig) -> Result<Arc<dyn LogStore>> {
+    Ok(open_store_with_outbox(config).await?.0)
+}
+
+/// Opens the state store a configuration names, and its archive outbox if it
+/// has one (SQLite: the archive then takes cosigned checkpoints from the
+/// state's own transactions; PostgreSQL: from submissions to its spool).
+pub async fn open_store_with_outbox(
+    config: &WitnessConfig,
+) -> Result<(Arc<dyn LogStore>, Option<Arc<dyn ArchiveOutbox>>)> {
     if config.state.starts_with("postgres://") || config.state.starts_with("postgresql://") {
-        Ok(Arc::new(
-            PostgresStore::connect(&config.state, config.state_pool_size).await?,
+        Ok((
+            Arc::new(PostgresStore::connect(&config.state, config.state_pool_size).await?),
+            None,
         ))
     } else {
         let path = config
             .state
             .strip_prefix("sqlite://")
             .unwrap_or(&config.state);
-        Ok(Arc::new(SqliteStore::open(Path::new(path))?))
+        let store = Arc::new(SqliteStore::open(Path::new(path))?);
+        Ok((store.clone(), Some(store)))
     }
 }
 
@@ -170,7 +185,7 @@ async fn run_online(
 ) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let metrics = Arc::new(WitnessMetrics::new()?);
-    let store = open_store(config).await?;
+    let (store, outbox) = open_store_with_outbox(config).await?;
     let signer =
         GrpcSigner::connect_reloading(&config.signer, metrics.clone(), config.tls_reload_interval)?;
     let mut waiting = stopped.clone();
@@ -178,12 +193,24 @@ async fn run_online(
     tracing::info!(witness = %keys.name, keys = keys.cosigning.len(), "signer keys loaded");
 
     let archive_config = config.archive.clone().unwrap_or_default();
-    let archive = archive::Archive::open(
-        &archive_config,
-        &keys.name,
-        Arc::new(signer.clone()),
-        metrics.clone(),
-    )?;
+    let archive = match outbox {
+        Some(outbox) => {
+            archive::Archive::open_with_outbox(
+                &archive_config,
+                &keys.name,
+                Arc::new(signer.clone()),
+                metrics.clone(),
+                outbox,
+            )
+            .await?
+        }
+        None => archive::Archive::open(
+            &archive_config,
+            &keys.name,
+            Arc::new(signer.clone()),
+            metrics.clone(),
+        )?,
+    };
     let submitter = archive.submitter();
 
     let logs = config.trusted_logs(base)?;

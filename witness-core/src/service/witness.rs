@@ -20,6 +20,7 @@ use crate::bundle::TransparencyLogEntry;
 use crate::checkpoint::{Checkpoint, VerifiedCheckpoint, verify_checkpoint_note};
 use crate::merkle::{Hash, MAX_PROOF_HASHES, empty_root, verify_consistency};
 use crate::note::{Note, NoteSignature, SignatureType, VerifierKey, parse_note};
+use crate::service::archive::OutboxTicket;
 use crate::service::feeder::CheckpointSink;
 use crate::service::metrics::WitnessMetrics;
 use crate::service::now_seconds;
@@ -64,13 +65,22 @@ pub trait Cosigner: Send + Sync + 'static {
     }
 }
 
-/// Where every cosigned checkpoint goes before it is stored and revealed: the
-/// archive. A cosignature is revealed only after `submit` returns `Ok`.
+/// Where every cosigned checkpoint goes before it is revealed: the archive.
+/// A cosignature is revealed only after `submit` returns `Ok`, or, when the
+/// archive reads the state store's outbox, only by the same transaction that
+/// writes it there.
 #[async_trait]
 pub trait CheckpointArchive: Send + Sync + 'static {
     /// Archives a cosigned checkpoint note: returns once it is durable (the
     /// archive uploads it later on its own, retrying as long as it takes).
     async fn submit(&self, origin: &str, cosigned_at: u64, note: Vec<u8>) -> Result<()>;
+
+    /// When the archive takes cosigned checkpoints from the state store's
+    /// outbox: the ticket to write them there with
+    /// [`LogStore::compare_and_swap_archiving`] instead of calling `submit`.
+    fn outbox(&self) -> Option<Arc<OutboxTicket>> {
+        None
+    }
 }
 
 /// Fetches consistency proofs from a log, for the split-view check of
@@ -685,12 +695,14 @@ impl Witness {
     ) -> Result<Vec<String>> {
         let checkpoint = verified.checkpoint();
         let note = served_note(checkpoint, log_signatures, &cosignature.lines);
+        let outbox = self.archive.as_ref().and_then(|archive| archive.outbox());
         // Archived before anything can reveal it (the state is served by the
         // monitoring endpoint): a crash after this point loses nothing, and a
         // cosignature that then loses the race below is archived but never
         // revealed, which is harmless: the signer's fork guard let it through,
-        // so it is consistent with everything else the witness signed.
-        if let Some(archive) = &self.archive {
+        // so it is consistent with everything else the witness signed. With an
+        // outbox, the state's own transaction archives it instead (below).
+        if let Some(archive) = self.archive.as_ref().filter(|_| outbox.is_none()) {
             let started = Instant::now();
             let spooled = archive
                 .submit(checkpoint.origin(), cosignature.timestamp, note.clone())
@@ -709,7 +721,20 @@ impl Witness {
             cosigned_at: cosignature.timestamp,
         };
         let started = Instant::now();
-        let stored = self.store.compare_and_swap(expected, &new).await;
+        let stored = match &outbox {
+            Some(ticket) => {
+                ticket.admit(&new.origin, new.cosigned_at, &new.note)?;
+                let stored = self
+                    .store
+                    .compare_and_swap_archiving(expected, &new, ticket.owner())
+                    .await;
+                if stored.is_ok() {
+                    ticket.written();
+                }
+                stored
+            }
+            None => self.store.compare_and_swap(expected, &new).await,
+        };
         self.metrics
             .durable_write("state", stored.is_ok(), started.elapsed());
         match stored? {

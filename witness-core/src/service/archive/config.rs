@@ -59,7 +59,11 @@ pub struct ArchiveConfig {
     /// spooled, and read back from the spool for upload. When submissions
     /// arrive faster than the spool's disk takes them, submitters wait for
     /// room (the witness answers later, never without archiving); an object
-    /// store outage only grows the spool. Default 1024.
+    /// store outage only grows the spool. With a SQLite state, whose outbox
+    /// replaces submissions, the outbox may hold
+    /// [`OUTBOX_ROWS_PER_QUEUE_SLOT`](super::OUTBOX_ROWS_PER_QUEUE_SLOT) times
+    /// this many checkpoints waiting for the spool before new cosignatures
+    /// are refused. Default 1024.
     pub queue_capacity: usize,
     /// The longest wait between two attempts to write to the object store or to
     /// have a manifest signed; waits start at one second and double. Default `1m`.

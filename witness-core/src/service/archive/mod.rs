@@ -44,7 +44,16 @@
 //!
 //! # Durability and ordering
 //!
-//! The witness reveals a cosignature only after the archive holds it durably:
+//! The witness reveals a cosignature only after the archive holds it durably.
+//! With a SQLite state ([`Archive::open_with_outbox`]) the state's own
+//! transaction holds it: the compare-and-swap that reveals the cosignature
+//! also writes the note to the state's archive outbox, one durable commit for
+//! both, and a mover appends the outbox's rows to the spool afterwards, a
+//! batch and one `fdatasync` at a time, then removes them from the outbox
+//! (see `outbox.rs`: a crash between the two moves nothing twice). The spool
+//! is then off the request path.
+//!
+//! Otherwise (a PostgreSQL state, whose replicas each keep their own spool),
 //! [`ArchiveSubmitter::submit`] parses the note, hands it to a bounded
 //! in-memory queue and waits until the archive has written it to the local
 //! spool (see [`ArchiveConfig::spool_dir`]). The spool is written with group
@@ -88,6 +97,7 @@ mod config;
 mod layout;
 mod local;
 mod manifest;
+mod outbox;
 mod spool;
 mod uploader;
 
@@ -98,6 +108,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::service::metrics::WitnessMetrics;
+use crate::service::store::ArchiveOutbox;
 use crate::{Error, Result};
 
 pub use config::ArchiveConfig;
@@ -113,6 +124,8 @@ pub use manifest::{
 
 pub(crate) use manifest::envelope as dsse_envelope;
 pub(crate) use manifest::statement as manifest_statement;
+use outbox::OutboxMover;
+pub use outbox::{OUTBOX_ROWS_PER_QUEUE_SLOT, OutboxTicket};
 use spool::Spool;
 pub use uploader::ARCHIVE_UPLOAD_LINGER;
 use uploader::{Uploader, UploaderSettings, unix_now};
@@ -129,6 +142,10 @@ pub trait ManifestSigner: Send + Sync + 'static {
 pub struct Archive {
     spool: Arc<Spool>,
     next_sequence: u64,
+    /// Set when checkpoints come from the state store's outbox instead of
+    /// submissions.
+    outbox: Option<OutboxMover>,
+    ticket: Option<Arc<OutboxTicket>>,
     uploader: Uploader,
     metrics: Arc<WitnessMetrics>,
     sender: mpsc::Sender<Submission>,
@@ -148,10 +165,18 @@ const MAX_SPOOL_BATCH: usize = 1_024;
 #[derive(Clone)]
 pub struct ArchiveSubmitter {
     sender: mpsc::Sender<Submission>,
+    outbox: Option<Arc<OutboxTicket>>,
     metrics: Arc<WitnessMetrics>,
 }
 
 impl ArchiveSubmitter {
+    /// When the archive reads the state store's outbox: what the witness needs
+    /// to write each cosigned checkpoint there, in the state's own transaction,
+    /// instead of calling [`ArchiveSubmitter::submit`].
+    pub fn outbox(&self) -> Option<Arc<OutboxTicket>> {
+        self.outbox.clone()
+    }
+
     /// Archives a cosigned checkpoint note (checkpoint text and signature
     /// lines, exactly as the witness returns it) cosigned at `cosigned_at`
     /// (seconds since the Unix epoch): returns once it is durable in the spool,
@@ -161,6 +186,14 @@ impl ArchiveSubmitter {
     /// checkpoint of `origin`, if the archive has stopped, or if the spool's
     /// disk refused the batch.
     pub async fn submit(&self, origin: &str, cosigned_at: u64, note: &[u8]) -> Result<()> {
+        if self.outbox.is_some() {
+            self.metrics.archive_write("checkpoint", false);
+            return Err(Error::Archive {
+                detail: "this archive takes cosigned checkpoints from the state store's outbox, \
+                         not by submission"
+                    .to_owned(),
+            });
+        }
         let checkpoint = match ArchivedCheckpoint::new(origin, cosigned_at, note) {
             Ok(checkpoint) => checkpoint,
             Err(error) => {
@@ -223,6 +256,8 @@ impl Archive {
         Ok(Archive {
             spool,
             next_sequence,
+            outbox: None,
+            ticket: None,
             uploader,
             metrics,
             sender,
@@ -230,10 +265,37 @@ impl Archive {
         })
     }
 
+    /// As [`Archive::open`], taking cosigned checkpoints from `outbox` (the
+    /// state store, which writes each with the state that reveals it) instead
+    /// of submissions: the witness writes them through
+    /// [`ArchiveSubmitter::outbox`]. Resumes the outbox: the rows a crash left
+    /// after moving them are removed.
+    pub async fn open_with_outbox(
+        config: &ArchiveConfig,
+        witness_name: &str,
+        signer: Arc<dyn ManifestSigner>,
+        metrics: Arc<WitnessMetrics>,
+        outbox: Arc<dyn ArchiveOutbox>,
+    ) -> Result<Archive> {
+        let mut archive = Archive::open(config, witness_name, signer, metrics.clone())?;
+        let (mover, ticket) = OutboxMover::resume(
+            outbox,
+            archive.spool.clone(),
+            archive.next_sequence,
+            config.queue_capacity,
+            metrics,
+        )
+        .await?;
+        archive.outbox = Some(mover);
+        archive.ticket = Some(ticket);
+        Ok(archive)
+    }
+
     /// A handle to submit checkpoints with; usable before and while the archive runs.
     pub fn submitter(&self) -> ArchiveSubmitter {
         ArchiveSubmitter {
             sender: self.sender.clone(),
+            outbox: self.ticket.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -246,6 +308,8 @@ impl Archive {
         let Archive {
             spool,
             next_sequence,
+            outbox,
+            ticket: _,
             uploader,
             metrics,
             sender,
@@ -255,11 +319,19 @@ impl Archive {
         drop(sender);
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
-        let spooler = Spooler {
-            spool,
-            next_sequence,
-            metrics,
-            wake: wake.clone(),
+        let intake = async {
+            match outbox {
+                Some(mover) => mover.notifying(wake.clone()).run(stopped.clone()).await,
+                None => {
+                    let spooler = Spooler {
+                        spool,
+                        next_sequence,
+                        metrics,
+                        wake: wake.clone(),
+                    };
+                    spooler.run(receiver, stopped.clone()).await;
+                }
+            }
         };
         let signal = async move {
             shutdown.await;
@@ -268,8 +340,8 @@ impl Archive {
         };
         let ((), (), uploader) = tokio::join!(
             signal,
-            spooler.run(receiver, stopped.clone()),
-            uploader.run_until(stopped, wake),
+            intake,
+            uploader.run_until(stopped.clone(), wake.clone()),
         );
         uploader.finish().await;
     }

@@ -22,6 +22,10 @@
 //!   batch of lines at a time.
 //! - `periods/sealed-<start>-<end>.jsonl`: a closed period whose manifest is not
 //!   written yet. Removed once it is.
+//! - `outbox-owner`: this spool's name (32 random hex digits, made at first
+//!   use) as the owner of its rows in a SQLite state's archive outbox, which
+//!   several witnesses may share. A segment line moved from the outbox keeps
+//!   its row's number (`outbox`).
 //! - `lock`: held with an exclusive `fcntl` lock for as long as a witness has
 //!   the spool open, so that a second witness pointed at the same directory
 //!   (two replicas on one volume) refuses to start instead of appending to the
@@ -43,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::service::archive::layout::ArchivedCheckpoint;
 use crate::service::archive::manifest::ManifestSubject;
+use crate::service::store::OutboxEntry;
 use crate::{Error, Result};
 
 fn io_error(what: &str, path: &Path, error: std::io::Error) -> Error {
@@ -75,6 +80,11 @@ pub(crate) const SEGMENT_AGE: Duration = Duration::from_secs(60);
 struct QueueFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sequence: Option<u64>,
+    /// The number of the state store's outbox row it was moved from, if it
+    /// came that way: the last such number in the spool says which rows a
+    /// crash left in the outbox after they were moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outbox: Option<u64>,
     origin: String,
     cosigned_at: u64,
     /// The note, base64: notes are UTF-8 text, but the bytes must come back
@@ -158,6 +168,9 @@ pub(crate) struct Spool {
 
 /// The spool's lock file, directly under its root.
 const LOCK_FILE: &str = "lock";
+
+/// The file naming this spool as an outbox owner, directly under its root.
+const OUTBOX_OWNER_FILE: &str = "outbox-owner";
 
 /// Takes the spool's lock, or says which directory another process holds.
 /// A POSIX record lock (`fcntl`, which the seccomp profile already allows
@@ -331,8 +344,17 @@ fn write_durably(dir: &Path, name: &str, body: &[u8]) -> Result<()> {
 }
 
 fn queue_line(sequence: Option<u64>, checkpoint: &ArchivedCheckpoint) -> Result<Vec<u8>> {
+    outbox_queue_line(sequence, None, checkpoint)
+}
+
+fn outbox_queue_line(
+    sequence: Option<u64>,
+    outbox: Option<u64>,
+    checkpoint: &ArchivedCheckpoint,
+) -> Result<Vec<u8>> {
     serde_json::to_vec(&QueueFile {
         sequence,
+        outbox,
         origin: checkpoint.origin().to_owned(),
         cosigned_at: checkpoint.cosigned_at(),
         note: BASE64.encode(checkpoint.note()),
@@ -449,14 +471,41 @@ impl Spool {
     /// open one is full or old. An append that fails is cut off and closes the
     /// segment.
     pub fn enqueue_batch(&self, first: u64, checkpoints: &[ArchivedCheckpoint]) -> Result<()> {
-        if checkpoints.is_empty() || first.checked_add(checkpoints.len() as u64).is_none() {
+        self.append_batch(
+            first,
+            checkpoints.iter().map(|checkpoint| (None, checkpoint)),
+        )
+    }
+
+    /// As [`Spool::enqueue_batch`], for checkpoints moved from the state
+    /// store's outbox: each line also keeps its outbox row's number (see
+    /// [`Spool::outbox_spooled_through`]).
+    pub fn enqueue_from_outbox(
+        &self,
+        first: u64,
+        checkpoints: &[(u64, ArchivedCheckpoint)],
+    ) -> Result<()> {
+        self.append_batch(
+            first,
+            checkpoints
+                .iter()
+                .map(|(outbox, checkpoint)| (Some(*outbox), checkpoint)),
+        )
+    }
+
+    fn append_batch<'a>(
+        &self,
+        first: u64,
+        checkpoints: impl ExactSizeIterator<Item = (Option<u64>, &'a ArchivedCheckpoint)>,
+    ) -> Result<()> {
+        if checkpoints.len() == 0 || first.checked_add(checkpoints.len() as u64).is_none() {
             return Err(Error::Archive {
                 detail: "spool: empty batch or sequence overflow".to_owned(),
             });
         }
         let mut body = Vec::with_capacity(checkpoints.len() * 512);
-        for (sequence, checkpoint) in (first..).zip(checkpoints) {
-            body.extend_from_slice(&queue_line(Some(sequence), checkpoint)?);
+        for (sequence, (outbox, checkpoint)) in (first..).zip(checkpoints) {
+            body.extend_from_slice(&outbox_queue_line(Some(sequence), outbox, checkpoint)?);
             body.push(b'\n');
         }
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -497,6 +546,98 @@ impl Spool {
                 Err(error)
             }
         }
+    }
+
+    /// The outbox row number of the last checkpoint the spool holds durably, if
+    /// that checkpoint came from the outbox: every row up to it was moved
+    /// (rows are moved in order). Reads the newest segment holding a complete
+    /// line; a segment removed since it was listed is skipped. Called at start,
+    /// before anything is appended or removed.
+    pub fn outbox_spooled_through(&self) -> Result<Option<u64>> {
+        let mut segments: Vec<u64> = list(&self.queue)?
+            .iter()
+            .filter_map(|name| match QueueName::parse(name)? {
+                QueueName::Segment { first } => Some(first),
+                QueueName::Batch { .. } => None,
+            })
+            .collect();
+        segments.sort_unstable();
+        for first in segments.into_iter().rev() {
+            let path = self.queue.join(segment_name(first));
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("read", &path, e)),
+            };
+            // Complete lines only: a torn last append was never acknowledged.
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let last = bytes[..complete]
+                .split(|&b| b == b'\n')
+                .rev()
+                .find_map(|line| serde_json::from_slice::<QueueFile>(line).ok());
+            if let Some(line) = last {
+                return Ok(line.outbox);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps an outbox row that is not an archivable checkpoint (only a
+    /// damaged or edited database holds one) in
+    /// `conflicts/outbox-<number>.json`, for the operator.
+    pub fn set_aside_outbox_row(&self, row: &OutboxEntry, error: &Error) -> Result<()> {
+        tracing::error!(
+            outbox = row.sequence,
+            origin = %row.origin,
+            %error,
+            "an archive outbox row is not an archivable checkpoint: kept in conflicts/"
+        );
+        let body = serde_json::to_vec(&QueueFile {
+            sequence: None,
+            outbox: Some(row.sequence),
+            origin: row.origin.clone(),
+            cosigned_at: row.cosigned_at,
+            note: BASE64.encode(&row.note),
+        })
+        .map_err(|e| Error::Archive {
+            detail: format!("spool: encoding: {e}"),
+        })?;
+        write_durably(
+            &self.conflicts,
+            &format!("outbox-{:020}.json", row.sequence),
+            &body,
+        )
+    }
+
+    /// This spool's name as the owner of outbox rows in a state store that
+    /// several witnesses may share: 32 random hex digits, made at first use
+    /// and kept in `outbox-owner` under the spool's root.
+    pub fn outbox_owner(&self) -> Result<String> {
+        let root = self.queue.parent().unwrap_or(Path::new("."));
+        let path = root.join(OUTBOX_OWNER_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let owner = text.trim();
+                if owner.len() == 32 && owner.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Ok(owner.to_owned());
+                }
+                return Err(Error::Archive {
+                    detail: format!(
+                        "spool: {} does not hold an owner name (32 hex digits)",
+                        path.display()
+                    ),
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("read", &path, e)),
+        }
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Archive {
+            detail: "spool: the system random generator failed".to_owned(),
+        })?;
+        let owner: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_durably(root, OUTBOX_OWNER_FILE, owner.as_bytes())?;
+        Ok(owner)
     }
 
     /// Closes the open segment, if any (waiting for an append under way): the

@@ -93,6 +93,23 @@ pub trait LogStore: Send + Sync + 'static {
         new: &LogState,
     ) -> Result<CasOutcome>;
 
+    /// As [`LogStore::compare_and_swap`], and in the same transaction keeps
+    /// `new` (its origin, note and cosignature time) in the archive outbox under
+    /// `owner`, swapped or not: a cosignature that loses the race is archived and
+    /// never revealed. Only a store that is also an [`ArchiveOutbox`] has one.
+    async fn compare_and_swap_archiving(
+        &self,
+        expected: Option<StoredTree>,
+        new: &LogState,
+        owner: &str,
+    ) -> Result<CasOutcome> {
+        let _ = (expected, new, owner);
+        Err(storage(
+            "compare-and-swap",
+            "this store has no archive outbox",
+        ))
+    }
+
     /// Keeps evidence of misbehaviour.
     async fn record_evidence(&self, evidence: &MisbehaviourEvidence) -> Result<()>;
 
@@ -106,6 +123,48 @@ pub trait LogStore: Send + Sync + 'static {
     async fn probe_write(&self) -> Result<()> {
         Err(storage("write probe", "this store has no write probe"))
     }
+}
+
+/// A cosigned checkpoint kept in the state's own transaction, waiting for the
+/// archive to move it to its spool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its number: increasing in commit order, never reused.
+    pub sequence: u64,
+    pub origin: String,
+    pub cosigned_at: u64,
+    /// The note as revealed.
+    pub note: Vec<u8>,
+}
+
+/// The archive outbox of a store that has one (SQLite): each cosigned
+/// checkpoint is written by [`LogStore::compare_and_swap_archiving`] in the
+/// same transaction as the state that reveals it, so one durable commit covers
+/// both, and the archive moves it to its spool afterwards. Rows belong to an
+/// owner (one archive spool), since several witnesses may share a state file.
+#[async_trait]
+pub trait ArchiveOutbox: Send + Sync + 'static {
+    /// Takes up `owner`'s rows after a start: forgets those numbered up to
+    /// `spooled_through` (the spool already holds them: a crash came between
+    /// the move and the forget), numbers every row written from now on above
+    /// `spooled_through`, and returns how many rows wait and the oldest one's
+    /// cosignature time.
+    async fn resume_outbox(
+        &self,
+        owner: &str,
+        spooled_through: Option<u64>,
+    ) -> Result<(u64, Option<u64>)>;
+
+    /// Up to `limit` of `owner`'s rows numbered from `from` on, in order.
+    async fn outbox_waiting(
+        &self,
+        owner: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Removes `owner`'s rows numbered up to `through` (moved to the spool).
+    async fn forget_outbox(&self, owner: &str, through: u64) -> Result<()>;
 }
 
 /// A failure of the database itself. The detail is the driver's message, which

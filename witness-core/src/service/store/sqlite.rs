@@ -21,8 +21,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    CasOutcome, LogState, LogStore, MisbehaviourEvidence, StoredTree, TrustedLog, canonical_keys,
-    from_sql_int, root_from_sql, storage, to_sql_int,
+    ArchiveOutbox, CasOutcome, LogState, LogStore, MisbehaviourEvidence, OutboxEntry, StoredTree,
+    TrustedLog, canonical_keys, from_sql_int, root_from_sql, storage, to_sql_int,
 };
 use crate::{Error, Result};
 
@@ -53,7 +53,9 @@ const READER_CACHE_KIB: u32 = 256;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the archive outbox: a version 1 witness would leave its
+/// rows unarchived, so it must not open the file.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Tables are created if missing, so opening a file is idempotent. `STRICT`
 /// tables refuse values of the wrong type; the checks keep every stored
@@ -86,6 +88,18 @@ CREATE INDEX IF NOT EXISTS evidence_by_origin ON evidence (origin, id);
 CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     writes INTEGER NOT NULL CHECK (writes >= 1)
+) STRICT;
+-- Cosigned checkpoints written with the state that reveals them, until the
+-- archive of `owner` has moved them to its spool. AUTOINCREMENT: a number is
+-- never reused, even after its row is removed. No index on the owner: reads
+-- walk the numbers from the mover's position on, where nearly every row is
+-- the reader's own, and an index would double each row's writes.
+CREATE TABLE IF NOT EXISTS archive_outbox (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL CHECK (length(owner) BETWEEN 1 AND 64),
+    origin TEXT NOT NULL,
+    cosigned_at INTEGER NOT NULL CHECK (cosigned_at >= 0),
+    note BLOB NOT NULL
 ) STRICT;
 ";
 
@@ -284,6 +298,18 @@ impl LogStore for SqliteStore {
             .await
     }
 
+    async fn compare_and_swap_archiving(
+        &self,
+        expected: Option<StoredTree>,
+        new: &LogState,
+        owner: &str,
+    ) -> Result<CasOutcome> {
+        let new = new.clone();
+        let owner = owner.to_owned();
+        self.write(|reply| Write::CompareAndSwapArchiving(expected, new, owner, reply))
+            .await
+    }
+
     async fn record_evidence(&self, evidence: &MisbehaviourEvidence) -> Result<()> {
         let evidence = evidence.clone();
         self.write(|reply| Write::Evidence(evidence, reply)).await
@@ -337,6 +363,66 @@ impl LogStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl ArchiveOutbox for SqliteStore {
+    async fn resume_outbox(
+        &self,
+        owner: &str,
+        spooled_through: Option<u64>,
+    ) -> Result<(u64, Option<u64>)> {
+        let owner = owner.to_owned();
+        self.write(|reply| Write::ResumeOutbox(owner, spooled_through, reply))
+            .await
+    }
+
+    async fn outbox_waiting(
+        &self,
+        owner: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        let owner = owner.to_owned();
+        let from = to_sql_int(from)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT sequence, origin, cosigned_at, note FROM archive_outbox
+                     WHERE owner = ?1 AND sequence >= ?2 ORDER BY sequence LIMIT ?3",
+                )
+                .map_err(|e| storage("reading the archive outbox", e))?;
+            let rows = stmt
+                .query_map(params![owner, from, limit], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(|e| storage("reading the archive outbox", e))?;
+            rows.map(|row| {
+                let (sequence, origin, cosigned_at, note) =
+                    row.map_err(|e| storage("reading the archive outbox", e))?;
+                Ok(OutboxEntry {
+                    sequence: from_sql_int(sequence)?,
+                    origin,
+                    cosigned_at: from_sql_int(cosigned_at)?,
+                    note,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn forget_outbox(&self, owner: &str, through: u64) -> Result<()> {
+        let owner = owner.to_owned();
+        self.write(|reply| Write::ForgetOutbox(owner, through, reply))
+            .await
+    }
+}
+
 /// A write request for the writer thread, with the channel its answer goes to.
 enum Write {
     AddLog(TrustedLog, oneshot::Sender<Result<()>>),
@@ -345,6 +431,18 @@ enum Write {
         LogState,
         oneshot::Sender<Result<CasOutcome>>,
     ),
+    CompareAndSwapArchiving(
+        Option<StoredTree>,
+        LogState,
+        String,
+        oneshot::Sender<Result<CasOutcome>>,
+    ),
+    ResumeOutbox(
+        String,
+        Option<u64>,
+        oneshot::Sender<Result<(u64, Option<u64>)>>,
+    ),
+    ForgetOutbox(String, u64, oneshot::Sender<Result<()>>),
     Evidence(MisbehaviourEvidence, oneshot::Sender<Result<()>>),
     Probe(oneshot::Sender<Result<()>>),
 }
@@ -353,17 +451,34 @@ enum Write {
 enum Answer {
     Done(oneshot::Sender<Result<()>>, Result<()>),
     Cas(oneshot::Sender<Result<CasOutcome>>, Result<CasOutcome>),
+    Resumed(
+        oneshot::Sender<Result<(u64, Option<u64>)>>,
+        Result<(u64, Option<u64>)>,
+    ),
 }
 
 impl Write {
-    /// Applies the request inside the batch's open transaction. Each request
-    /// writes with at most one statement, which SQLite applies whole or not at
-    /// all, so a request that fails leaves nothing behind for the batch to commit.
+    /// Applies the request inside the batch's open transaction. A request that
+    /// writes with one statement has it applied whole or not at all; one that
+    /// writes with several runs in a savepoint, undone if any of them fails. So
+    /// a request that fails leaves nothing behind for the batch to commit.
     fn apply(self, conn: &Connection) -> Answer {
         match self {
             Write::AddLog(log, reply) => Answer::Done(reply, add_log(conn, &log)),
             Write::CompareAndSwap(expected, new, reply) => {
                 Answer::Cas(reply, compare_and_swap(conn, expected, &new))
+            }
+            Write::CompareAndSwapArchiving(expected, new, owner, reply) => Answer::Cas(
+                reply,
+                in_savepoint(conn, |conn| {
+                    compare_and_swap_archiving(conn, expected, &new, &owner)
+                }),
+            ),
+            Write::ResumeOutbox(owner, spooled_through, reply) => {
+                Answer::Resumed(reply, resume_outbox(conn, &owner, spooled_through))
+            }
+            Write::ForgetOutbox(owner, through, reply) => {
+                Answer::Done(reply, forget_outbox(conn, &owner, through))
             }
             Write::Evidence(evidence, reply) => {
                 Answer::Done(reply, record_evidence(conn, &evidence))
@@ -375,10 +490,16 @@ impl Write {
     /// Answers without applying: the batch failed before this request ran.
     fn fail(self, err: Error) {
         match self {
-            Write::AddLog(_, reply) | Write::Evidence(_, reply) | Write::Probe(reply) => {
+            Write::AddLog(_, reply)
+            | Write::Evidence(_, reply)
+            | Write::Probe(reply)
+            | Write::ForgetOutbox(_, _, reply) => {
                 let _ = reply.send(Err(err));
             }
-            Write::CompareAndSwap(_, _, reply) => {
+            Write::CompareAndSwap(_, _, reply) | Write::CompareAndSwapArchiving(_, _, _, reply) => {
+                let _ = reply.send(Err(err));
+            }
+            Write::ResumeOutbox(_, _, reply) => {
                 let _ = reply.send(Err(err));
             }
         }
@@ -395,6 +516,9 @@ impl Answer {
                 let _ = reply.send(failure.map_or(outcome, |e| Err(e.clone())));
             }
             Answer::Cas(reply, outcome) => {
+                let _ = reply.send(failure.map_or(outcome, |e| Err(e.clone())));
+            }
+            Answer::Resumed(reply, outcome) => {
                 let _ = reply.send(failure.map_or(outcome, |e| Err(e.clone())));
             }
         }
@@ -557,6 +681,105 @@ fn compare_and_swap(
     Ok(CasOutcome::Conflict { current })
 }
 
+/// Runs a request of several statements in a savepoint of the batch's
+/// transaction: on failure, what it wrote is undone and the rest of the batch
+/// is kept.
+fn in_savepoint<T>(conn: &Connection, request: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached("SAVEPOINT request")
+        .and_then(|mut stmt| stmt.execute([]))
+        .map_err(|e| storage("starting a savepoint", e))?;
+    let outcome = request(conn);
+    if conn.is_autocommit() {
+        // SQLite rolled the whole transaction back: the batch reports it.
+        return outcome;
+    }
+    let end = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(|_| ())
+    };
+    let ended = match &outcome {
+        Ok(_) => end("RELEASE request"),
+        Err(_) => end("ROLLBACK TO request").and_then(|()| end("RELEASE request")),
+    };
+    match ended {
+        Ok(()) => outcome,
+        // A savepoint that cannot be ended leaves the batch in doubt: fail it all.
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(storage("ending a savepoint", e))
+        }
+    }
+}
+
+/// The compare-and-swap, and the checkpoint kept in the archive outbox
+/// whatever its outcome (one savepoint: both or neither).
+fn compare_and_swap_archiving(
+    conn: &Connection,
+    expected: Option<StoredTree>,
+    new: &LogState,
+    owner: &str,
+) -> Result<CasOutcome> {
+    let outcome = compare_and_swap(conn, expected, new)?;
+    let cosigned_at = to_sql_int(new.cosigned_at)?;
+    conn.prepare_cached(
+        "INSERT INTO archive_outbox (owner, origin, cosigned_at, note) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![owner, new.origin, cosigned_at, new.note]))
+    .map_err(|e| storage("writing the archive outbox", e))?;
+    Ok(outcome)
+}
+
+/// See [`ArchiveOutbox::resume_outbox`].
+fn resume_outbox(
+    conn: &Connection,
+    owner: &str,
+    spooled_through: Option<u64>,
+) -> Result<(u64, Option<u64>)> {
+    let fail = |e| storage("resuming the archive outbox", e);
+    if let Some(through) = spooled_through {
+        forget_outbox(conn, owner, through)?;
+        // Numbers from now on follow the spool's, even in a state file newer
+        // than the spool (a fresh or restored file), or the mover, which
+        // reads on from `through`, would never see them. SQLite lets a
+        // program raise `sqlite_sequence`.
+        let through = to_sql_int(through)?;
+        let raised = conn
+            .prepare_cached(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'archive_outbox'",
+            )
+            .and_then(|mut stmt| stmt.execute([through]))
+            .map_err(fail)?;
+        if raised == 0 {
+            conn.prepare_cached(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('archive_outbox', ?1)",
+            )
+            .and_then(|mut stmt| stmt.execute([through]))
+            .map_err(fail)?;
+        }
+    }
+    let (waiting, oldest) = conn
+        .prepare_cached("SELECT count(*), min(cosigned_at) FROM archive_outbox WHERE owner = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([owner], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+            })
+        })
+        .map_err(fail)?;
+    Ok((
+        from_sql_int(waiting)?,
+        oldest.map(from_sql_int).transpose()?,
+    ))
+}
+
+fn forget_outbox(conn: &Connection, owner: &str, through: u64) -> Result<()> {
+    let through = i64::try_from(through).unwrap_or(i64::MAX);
+    conn.prepare_cached("DELETE FROM archive_outbox WHERE owner = ?1 AND sequence <= ?2")
+        .and_then(|mut stmt| stmt.execute(params![owner, through]))
+        .map_err(|e| storage("forgetting moved archive outbox rows", e))?;
+    Ok(())
+}
+
 fn record_evidence(conn: &Connection, evidence: &MisbehaviourEvidence) -> Result<()> {
     let received_at = to_sql_int(evidence.received_at)?;
     let (size, root) = match &evidence.cosigned {
@@ -692,5 +915,124 @@ mod tests {
             .unwrap();
         assert_eq!(cache, -i64::from(READER_CACHE_KIB));
         assert_eq!(query_only, 1);
+    }
+
+    /// A file written by the previous schema (no archive outbox) gains the
+    /// outbox when opened; a file from a newer witness is refused.
+    #[tokio::test]
+    async fn a_version_1_file_gains_the_outbox_and_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("DROP TABLE archive_outbox; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(raw);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(
+            store
+                .outbox_waiting("owner", 0, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let version = store
+            .read(|conn| {
+                conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+                    .map_err(|e| storage("reading", e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+
+        let raw = Connection::open(&path).unwrap();
+        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(raw);
+        let error = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            error.to_string().contains("is newer than this witness"),
+            "{error}"
+        );
+    }
+
+    /// The swap and its archive row commit together or not at all: a swap
+    /// whose row cannot be written would reveal a cosignature the archive
+    /// never gets.
+    #[tokio::test]
+    async fn a_swap_whose_archive_row_cannot_be_written_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let origin = "example.org/log";
+        store
+            .add_log(&TrustedLog {
+                origin: origin.to_owned(),
+                verifier_keys: vec!["w+00000001+AAAA".to_owned()],
+            })
+            .await
+            .unwrap();
+        let state = |size: u64| LogState {
+            origin: origin.to_owned(),
+            tree: StoredTree {
+                size,
+                root: crate::merkle::Hash([size as u8; 32]),
+            },
+            note: format!("note {size}").into_bytes(),
+            cosigned_at: 1_767_225_600 + size,
+        };
+        let owner = "0123456789abcdef0123456789abcdef";
+        let rows = || store.outbox_waiting(owner, 0, 10);
+
+        // The CHECK on the owner refuses the row after the swap was applied.
+        let error = store
+            .compare_and_swap_archiving(None, &state(5), "")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), "storage", "{error}");
+        assert_eq!(store.state(origin).await.unwrap(), None);
+
+        let swapped = store
+            .compare_and_swap_archiving(None, &state(5), owner)
+            .await
+            .unwrap();
+        assert_eq!(swapped, CasOutcome::Swapped);
+        assert_eq!(store.state(origin).await.unwrap(), Some(state(5)));
+        let written = rows().await.unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(
+            (written[0].note.as_slice(), written[0].cosigned_at),
+            (&b"note 5"[..], 1_767_225_605)
+        );
+
+        // Losing the race: archived, never revealed.
+        let lost = store
+            .compare_and_swap_archiving(None, &state(6), owner)
+            .await
+            .unwrap();
+        assert!(matches!(lost, CasOutcome::Conflict { current: Some(t) } if t.size == 5));
+        assert_eq!(store.state(origin).await.unwrap(), Some(state(5)));
+        assert_eq!(rows().await.unwrap().len(), 2);
+
+        // An untrusted origin writes neither.
+        let stranger = LogState {
+            origin: "stranger.example/log".to_owned(),
+            ..state(7)
+        };
+        let error = store
+            .compare_and_swap_archiving(None, &stranger, owner)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), "unknown_origin", "{error}");
+        assert_eq!(rows().await.unwrap().len(), 2);
+
+        store
+            .forget_outbox(owner, written[0].sequence)
+            .await
+            .unwrap();
+        let left = rows().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].sequence > written[0].sequence);
+        assert_eq!(left[0].note, b"note 6");
     }
 }
