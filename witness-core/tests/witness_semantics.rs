@@ -483,40 +483,56 @@ async fn changing_a_trusted_logs_key_is_refused_and_logs_are_never_removed() {
     h.signer.server.stop().await;
 }
 
-/// A cosignature the archive cannot hold durably is never revealed: with
-/// submissions to the spool (the path of a PostgreSQL state) and the
-/// archive's spool refusing writes, the request fails with 503 and the state
-/// (which the monitoring endpoint serves) stays where it was; once the spool
-/// takes writes again the same checkpoint is cosigned, stored and archived.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
+/// A witness over a SQLite state in `dir` whose archive (objects under
+/// `dir/objects`, spool under `dir/spool`) runs until `stop` is sent: with the
+/// state's outbox, or taking submissions (the PostgreSQL state's path).
+struct ArchivingWitness {
+    witness: witness_core::service::witness::Witness,
+    store: Arc<dyn witness_core::service::store::LogStore>,
+    /// The spool's queue directory.
+    queue: std::path::PathBuf,
+    objects: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    archiving: tokio::task::JoinHandle<()>,
+}
+
+async fn archiving_witness(
+    h: &WitnessHarness,
+    log: &TestLog,
+    dir: &std::path::Path,
+    with_outbox: bool,
+) -> ArchivingWitness {
     use witness_core::service::archive::{Archive, ArchiveConfig};
     use witness_core::service::store::sqlite::SqliteStore;
-    use witness_core::service::witness::Witness;
 
-    let log = test_log(10);
-    let h = harness_with(&log).await;
-    let dir = tempfile::tempdir().unwrap();
     let config = ArchiveConfig {
-        url: format!("file://{}", dir.path().join("objects").display()),
-        spool_dir: dir.path().join("spool"),
+        url: format!("file://{}", dir.join("objects").display()),
+        spool_dir: dir.join("spool"),
         ..ArchiveConfig::default()
     };
-    let archive = Archive::open(
-        &config,
-        "witness.example/semantics",
-        Arc::new(h.grpc_signer.clone()),
-        h.metrics.clone(),
-    )
-    .unwrap();
+    let sqlite = Arc::new(SqliteStore::open(&dir.join("state.db")).unwrap());
+    let signer = Arc::new(h.grpc_signer.clone());
+    let archive = if with_outbox {
+        Archive::open_with_outbox(
+            &config,
+            WITNESS_NAME,
+            signer,
+            h.metrics.clone(),
+            sqlite.clone(),
+        )
+        .await
+        .unwrap()
+    } else {
+        Archive::open(&config, WITNESS_NAME, signer, h.metrics.clone()).unwrap()
+    };
     let submitter = archive.submitter();
+    assert_eq!(submitter.outbox().is_some(), with_outbox);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let archiving = tokio::spawn(archive.run(async move {
         let _ = stopped.await;
     }));
-    let store: Arc<dyn witness_core::service::store::LogStore> =
-        Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
-    let witness = Witness::new(
+    let store: Arc<dyn witness_core::service::store::LogStore> = sqlite;
+    let witness = witness_core::service::witness::Witness::new(
         vec![log.keys()],
         Vec::new(),
         h.own_keys(),
@@ -527,36 +543,74 @@ async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
     )
     .await
     .unwrap();
+    ArchivingWitness {
+        witness,
+        store,
+        queue: config.spool_dir.join("queue"),
+        objects: dir.join("objects").join("checkpoints"),
+        stop,
+        archiving,
+    }
+}
 
-    // The spool's queue directory turns into a file: every spool write fails.
-    let queue = config.spool_dir.join("queue");
-    std::fs::remove_dir(&queue).unwrap();
-    std::fs::write(&queue, b"not a directory").unwrap();
-    let error = witness
+const WITNESS_NAME: &str = "witness.example/semantics";
+
+/// Turns the spool's queue directory into a file (every spool write fails),
+/// or back.
+fn break_spool(queue: &std::path::Path, broken: bool) {
+    if broken {
+        std::fs::remove_dir(queue).unwrap();
+        std::fs::write(queue, b"not a directory").unwrap();
+    } else {
+        std::fs::remove_file(queue).unwrap();
+        std::fs::create_dir(queue).unwrap();
+    }
+}
+
+/// The archived objects' contents.
+fn archived(objects: &std::path::Path) -> Vec<Vec<u8>> {
+    files_under(objects)
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect()
+}
+
+/// A cosignature the archive cannot hold durably is never revealed: with
+/// submissions to the spool (the path of a PostgreSQL state) and the
+/// archive's spool refusing writes, the request fails with 503 and the state
+/// (which the monitoring endpoint serves) stays where it was; once the spool
+/// takes writes again the same checkpoint is cosigned, stored and archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
+    let log = test_log(10);
+    let h = harness_with(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let w = archiving_witness(&h, &log, dir.path(), false).await;
+
+    break_spool(&w.queue, true);
+    let error = w
+        .witness
         .add_checkpoint(0, Vec::new(), &log.signed(10))
         .await
         .unwrap_err();
     assert_eq!(error.kind(), "archive");
     assert_eq!(error.http_status(), 503);
-    assert!(store.state(ORIGIN).await.unwrap().is_none());
-    assert!(witness.checkpoint(ORIGIN).await.is_err());
+    assert!(w.store.state(ORIGIN).await.unwrap().is_none());
+    assert!(w.witness.checkpoint(ORIGIN).await.is_err());
 
-    std::fs::remove_file(&queue).unwrap();
-    std::fs::create_dir(&queue).unwrap();
-    let lines = witness
+    break_spool(&w.queue, false);
+    let lines = w
+        .witness
         .add_checkpoint(0, Vec::new(), &log.signed(10))
         .await
         .unwrap();
     assert_cosigns(&h, &log.checkpoint(10), &lines);
-    let state = store.state(ORIGIN).await.unwrap().unwrap();
+    let state = w.store.state(ORIGIN).await.unwrap().unwrap();
     assert_eq!(state.tree.size, 10);
-    stop.send(()).unwrap();
-    archiving.await.unwrap();
+    w.stop.send(()).unwrap();
+    w.archiving.await.unwrap();
     // The revealed note is among the archived objects, byte for byte.
-    let archived: Vec<Vec<u8>> = files_under(&dir.path().join("objects").join("checkpoints"))
-        .iter()
-        .map(|path| std::fs::read(path).unwrap())
-        .collect();
+    let archived = archived(&w.objects);
     assert!(archived.contains(&state.note), "{} objects", archived.len());
     h.signer.server.stop().await;
 }
@@ -568,74 +622,34 @@ async fn cosignature_is_never_revealed_before_the_archive_holds_it() {
 /// reaches the archive byte for byte. The spool is off the request path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_sqlite_state_a_revealed_cosignature_is_archived_even_if_the_spool_failed_then() {
-    use witness_core::service::archive::{Archive, ArchiveConfig};
-    use witness_core::service::store::sqlite::SqliteStore;
-    use witness_core::service::witness::Witness;
-
     let log = test_log(10);
     let h = harness_with(&log).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = ArchiveConfig {
-        url: format!("file://{}", dir.path().join("objects").display()),
-        spool_dir: dir.path().join("spool"),
-        ..ArchiveConfig::default()
-    };
-    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
-    let archive = Archive::open_with_outbox(
-        &config,
-        "witness.example/semantics",
-        Arc::new(h.grpc_signer.clone()),
-        h.metrics.clone(),
-        sqlite.clone(),
-    )
-    .await
-    .unwrap();
-    let submitter = archive.submitter();
-    assert!(submitter.outbox().is_some());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let archiving = tokio::spawn(archive.run(async move {
-        let _ = stopped.await;
-    }));
-    let store: Arc<dyn witness_core::service::store::LogStore> = sqlite;
-    let witness = Witness::new(
-        vec![log.keys()],
-        Vec::new(),
-        h.own_keys(),
-        store.clone(),
-        Arc::new(h.grpc_signer.clone()),
-        Some(Arc::new(submitter)),
-        h.metrics.clone(),
-    )
-    .await
-    .unwrap();
+    let w = archiving_witness(&h, &log, dir.path(), true).await;
 
-    // The spool's queue directory turns into a file: every spool write fails.
-    let queue = config.spool_dir.join("queue");
-    std::fs::remove_dir(&queue).unwrap();
-    std::fs::write(&queue, b"not a directory").unwrap();
-    let lines = witness
+    break_spool(&w.queue, true);
+    let lines = w
+        .witness
         .add_checkpoint(0, Vec::new(), &log.signed(10))
         .await
         .unwrap();
     assert_cosigns(&h, &log.checkpoint(10), &lines);
-    let state = store.state(ORIGIN).await.unwrap().unwrap();
+    let state = w.store.state(ORIGIN).await.unwrap().unwrap();
     assert_eq!(state.tree.size, 10);
-    let objects = dir.path().join("objects").join("checkpoints");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
-        files_under(&objects).is_empty(),
+        archived(&w.objects).is_empty(),
         "nothing reached the archive yet"
     );
 
-    std::fs::remove_file(&queue).unwrap();
-    std::fs::create_dir(&queue).unwrap();
-    stop.send(()).unwrap();
-    archiving.await.unwrap();
-    let archived: Vec<Vec<u8>> = files_under(&objects)
-        .iter()
-        .map(|path| std::fs::read(path).unwrap())
-        .collect();
-    assert_eq!(archived, [state.note], "the revealed note, archived once");
+    break_spool(&w.queue, false);
+    w.stop.send(()).unwrap();
+    w.archiving.await.unwrap();
+    assert_eq!(
+        archived(&w.objects),
+        [state.note],
+        "the revealed note, archived once"
+    );
     h.signer.server.stop().await;
 }
 
