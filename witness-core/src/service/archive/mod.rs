@@ -321,7 +321,7 @@ impl Archive {
         let (stop, stopped) = watch::channel(false);
         let intake = async {
             match outbox {
-                Some(mover) => mover.notifying(wake.clone()).run(stopped.clone()).await,
+                Some(mover) => mover.run(stopped.clone(), wake.clone()).await,
                 None => {
                     let spooler = Spooler {
                         spool,

@@ -105,8 +105,6 @@ pub(super) struct OutboxMover {
     /// The next outbox number to read.
     from: u64,
     metrics: Arc<WitnessMetrics>,
-    /// Wakes the uploader after each append.
-    uploaded: Arc<Notify>,
 }
 
 impl OutboxMover {
@@ -145,25 +143,20 @@ impl OutboxMover {
             next_sequence,
             from: spooled_through.map_or(0, |through| through.saturating_add(1)),
             metrics,
-            uploaded: Arc::new(Notify::new()),
         };
         Ok((mover, ticket))
     }
 
-    /// Wakes `uploaded` after each append to the spool.
-    pub(super) fn notifying(mut self, uploaded: Arc<Notify>) -> OutboxMover {
-        self.uploaded = uploaded;
-        self
-    }
-
     /// Moves rows as they are written until `stopped`, retrying failures with
-    /// backoff; then moves what the witness wrote before it stopped.
-    pub(super) async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+    /// backoff; then moves what the witness wrote before it stopped. Wakes
+    /// `uploader` after each append to the spool.
+    pub(super) async fn run(mut self, mut stopped: watch::Receiver<bool>, uploader: Arc<Notify>) {
         let mut retry = MOVE_RETRY_START;
         loop {
             let started = tokio::time::Instant::now();
             match self.move_batch().await {
                 Ok(moved) if moved > 0 => {
+                    uploader.notify_one();
                     retry = MOVE_RETRY_START;
                     if moved < MAX_SPOOL_BATCH {
                         tokio::select! {
@@ -197,7 +190,7 @@ impl OutboxMover {
         loop {
             match self.move_batch().await {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(_) => uploader.notify_one(),
                 Err(error) => {
                     tracing::error!(
                         %error,
@@ -258,7 +251,6 @@ impl OutboxMover {
                     self.metrics.archive_write("checkpoint", false);
                 }
             })?;
-        self.uploaded.notify_one();
         self.from = last.saturating_add(1);
         self.ticket
             .waiting
